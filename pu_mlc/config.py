@@ -294,7 +294,7 @@ class TrainConfig:
         values = {k: v for k, v in vars(ns).items() if k in cls.__dataclass_fields__}
         return cls(**values).normalized()
 
-    def to_cli(self, program: str = "python train_entry.py train",
+    def to_cli(self, program: str = "python train_entry.py",
                include_run_control: bool = False) -> str:
         """The exact command that reproduces this config: published flags first, then ours."""
         args = [shlex.quote(self.data)]

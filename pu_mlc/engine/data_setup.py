@@ -1,0 +1,192 @@
+"""From a TrainConfig to the labels, splits and loaders of one run.
+
+Order matters and follows the paper: the MLC-PL mask is drawn (seed 0) over the *whole* training
+label matrix in dataset order, before anything is held out or dropped, so every remaining image
+keeps exactly the mask it has in the published protocol. Everything that can be wrong with the
+data (annotation files, class count, unreadable images, word vectors) is found here, before the
+model is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..config import TrainConfig
+from ..data import (DeviceTestTransform, DeviceTrainTransform, EncodedImageDataset,
+                    MultiLabelImageDataset, Split, check_images, class_word_vectors,
+                    holdout_indices, label_cooccurrence, load_dataset, partial_labels,
+                    test_transform, train_transform)
+from ..data.dataset import encoded_collate
+from ..errors import ConfigError, DataError
+from ..metrics import ShardedEvalSampler
+from .distributed import DistContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelledSplit:
+    split: Split
+    targets: np.ndarray          # int8 (N, C) in {-1, 0, +1}
+
+
+@dataclass
+class RunData:
+    class_names: tuple[str, ...]
+    train: LabelledSplit                     # partial labels
+    test: LabelledSplit                      # full labels
+    val: Optional[LabelledSplit] = None      # honest protocol only (partial labels)
+    word_vectors: Optional[np.ndarray] = None
+    adjacency: Optional[np.ndarray] = None
+    dropped_images: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def summary(self) -> dict:
+        known = self.train.targets != 0
+        return {
+            "classes": self.num_classes,
+            "train_images": len(self.train.split),
+            "val_images": len(self.val.split) if self.val else 0,
+            "test_images": len(self.test.split),
+            "train_known_fraction": float(known.mean()) if known.size else 0.0,
+            "train_known_positives": int((self.train.targets == 1).sum()),
+            "dropped_images": {k: len(v) for k, v in self.dropped_images.items()},
+        }
+
+
+def prepare_run_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
+    splits = load_dataset(cfg.dataset, cfg.data)
+    train, test = splits["train"], splits["test"]
+    class_names = tuple(train.class_names)
+    if cfg.num_classes is not None and cfg.num_classes != len(class_names):
+        raise ConfigError(
+            f"num_classes (--num-classes) = {cfg.num_classes} but the {cfg.dataset} dataset at "
+            f"{cfg.data} has {len(class_names)} classes ({train.source}); pass "
+            f"--num-classes={len(class_names)} or leave the flag out")
+
+    train_targets = partial_labels(train.labels, cfg.prob, seed=0)
+    val: Optional[LabelledSplit] = None
+    if cfg.protocol == "honest":
+        if "val" in splits:
+            val_split = splits["val"]
+            val = LabelledSplit(val_split, partial_labels(val_split.labels, cfg.prob, seed=0))
+        else:
+            keep, held = holdout_indices(len(train), cfg.val_fraction, seed=0)
+            val = LabelledSplit(train.subset(held), train_targets[held])
+            train, train_targets = train.subset(keep), train_targets[keep]
+
+    dropped: dict[str, list[str]] = {}
+    train, train_targets, dropped["train"] = _checked(train, train_targets, cfg, ctx)
+    test_split, test_targets, dropped["test"] = _checked(test, test.labels, cfg, ctx)
+    if val is not None:
+        vsplit, vtargets, dropped["val"] = _checked(val.split, val.targets, cfg, ctx)
+        val = LabelledSplit(vsplit, vtargets)
+
+    steps = len(train) // (cfg.batch_size * ctx.world_size)
+    if steps == 0:
+        raise ConfigError(
+            f"batch_size (--b) = {cfg.batch_size} x {ctx.world_size} process(es) is more than "
+            f"the {len(train)} training images: no full batch per epoch; lower --b")
+
+    word_vectors = None
+    if cfg.head == "ssgrl":
+        word_vectors = class_word_vectors(class_names, cfg.word_vectors)
+    adjacency = label_cooccurrence(train_targets)
+    return RunData(class_names, LabelledSplit(train, train_targets),
+                   LabelledSplit(test_split, test_targets), val, word_vectors, adjacency,
+                   {k: v for k, v in dropped.items() if v})
+
+
+def _checked(split: Split, targets: np.ndarray, cfg: TrainConfig,
+             ctx: DistContext) -> tuple[Split, np.ndarray, list[str]]:
+    """Check every image once across all ranks (each rank a shard) and apply the verdict."""
+    shard = np.arange(ctx.rank, len(split), ctx.world_size)
+    _, bad_local = check_images(split.subset(shard), skip_bad=True,
+                                workers=max(1, min(8, cfg.workers or 1)))
+    bad = sorted({b for part in ctx.all_gather_object(bad_local) for b in part})
+    if not bad:
+        return split, targets, []
+    if not cfg.skip_bad_images:
+        shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise DataError(
+            f"{len(bad)} unreadable or missing image(s) in the {split.name} split under "
+            f"{split.image_dir}: {shown}; fix or remove them, or pass --skip-bad-images to "
+            f"train without them (they are counted in metrics.json)")
+    bad_set = set(bad)
+    keep = np.array([i for i, f in enumerate(split.files)
+                     if f not in bad_set and str(split.image_dir / f) not in bad_set],
+                    dtype=np.int64)
+    log.warning("skipping %d unreadable image(s) of the %s split", len(bad), split.name)
+    return split.subset(keep), targets[keep], bad
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Loaders:
+    train: DataLoader
+    train_sampler: DistributedSampler
+    test: DataLoader
+    val: Optional[DataLoader]
+    device_transform_train: Optional[object]
+    device_transform_eval: Optional[object]
+
+    def to_input(self, batch, device: torch.device, train: bool,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The float image batch on the device, decoding on the device for the tensor pipeline."""
+        images = batch[0]
+        if isinstance(images, torch.Tensor):
+            return images.to(device, non_blocking=True)
+        transform = self.device_transform_train if train else self.device_transform_eval
+        return transform(images, device)
+
+
+def resolve_pipeline(cfg: TrainConfig, device: torch.device) -> str:
+    if cfg.data_pipeline == "auto":
+        return "tensor" if device.type == "cuda" else "pil"
+    return cfg.data_pipeline
+
+
+def build_loaders(cfg: TrainConfig, data: RunData, ctx: DistContext, mean, std) -> Loaders:
+    pipeline = resolve_pipeline(cfg, ctx.device)
+    pin = ctx.device.type == "cuda"
+    if pipeline == "pil":
+        def make(ls: LabelledSplit, train: bool):
+            tf = (train_transform(cfg.scale_size, cfg.crop_size, mean, std) if train
+                  else test_transform(cfg.crop_size, mean, std))
+            return MultiLabelImageDataset(ls.split, ls.targets, tf)
+        collate = None
+        dev_train = dev_eval = None
+    else:
+        def make(ls: LabelledSplit, train: bool):
+            return EncodedImageDataset(ls.split, ls.targets)
+        collate = encoded_collate
+        dev_train = DeviceTrainTransform(cfg.scale_size, cfg.crop_size, mean, std,
+                                         seed=cfg.seed + 1000 * ctx.rank)
+        dev_eval = DeviceTestTransform(cfg.crop_size, mean, std)
+
+    common = dict(num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
+                  persistent_workers=cfg.workers > 0)
+    train_ds = make(data.train, True)
+    sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
+                                 shuffle=True, seed=cfg.seed)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
+                              drop_last=True, **common)
+    eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
+
+    def eval_loader(ls: LabelledSplit) -> DataLoader:
+        ds = make(ls, False)
+        return DataLoader(ds, batch_size=eval_bs,
+                          sampler=ShardedEvalSampler(len(ds), ctx.rank, ctx.world_size),
+                          drop_last=False, **common)
+
+    return Loaders(train_loader, sampler, eval_loader(data.test),
+                   eval_loader(data.val) if data.val else None, dev_train, dev_eval)

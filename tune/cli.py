@@ -1,0 +1,134 @@
+"""``train_entry.py search | export | demo``: the Ray side of the command line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pu_mlc.cli import guarded, setup_logging
+
+log = logging.getLogger("tune")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_SPACE = REPO_ROOT / "search_spaces" / "demo.yaml"
+DEMO_DATA = Path("demo_data")
+
+
+def search_parser(prog: str = "train_entry.py search") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Run a Ray Tune + Optuna search over "
+                                "Ray Train DDP trials (see search_spaces/README.md).")
+    p.add_argument("--space", required=True, help="search space YAML file")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment of this space after an interruption")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the space, e.g. --set budget.trials_per_task=8 "
+                        "--set fixed.data=/data/coco --set storage_path=/shared/exp")
+    p.add_argument("--no-export", action="store_true", help="skip the export at the end")
+    p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def run_search_command(argv: Sequence[str]) -> int:
+    ns = search_parser().parse_args(list(argv))
+    setup_logging(ns.verbose)
+    from .space import load_search_spec, parse_override
+
+    overrides = dict(parse_override(s) for s in ns.set)
+    spec = load_search_spec(ns.space, overrides)        # every error before Ray starts
+    return _search_and_report(spec, ns.resume, export=not ns.no_export)
+
+
+def _search_and_report(spec, resume: bool, export: bool = True) -> int:
+    import time
+
+    from .cluster import init_ray
+    from .export import export_experiment
+    from .search import run_search
+
+    t0 = time.time()
+    where = init_ray(spec)
+    log.info("search %s on %s: %d task(s) x %d trial(s), %d DDP worker(s) per trial",
+             spec.name, where, len(spec.tasks), spec.trials_per_task,
+             spec.resources.num_workers)
+    summary = run_search(spec, resume=resume)
+    exported = export_experiment(spec.experiment_dir) if export else None
+    _print_summary(spec, summary, exported, time.time() - t0)
+    return 0
+
+
+def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
+    exp = spec.experiment_dir
+    lines = ["", f"search '{spec.name}' finished in {seconds:.0f} s",
+             f"  experiment:   {exp}",
+             f"  TensorBoard:  tensorboard --logdir {exp / 'tensorboard'}",
+             f"  Optuna study: optuna-dashboard {spec.study_storage}"]
+    if exported:
+        lines.append(f"  exports:      {exported['exports']}  (best_config.yaml + command.sh "
+                     f"per task, all_trials.csv)")
+    lines.append("  best per task (selection score; test mAP of the selected epoch):")
+    for name, outcome in summary["tasks"].items():
+        best = outcome.get("best")
+        if best is None:
+            lines.append(f"    {name:<16} prob={outcome['prob']:<5} no trial finished an epoch")
+            continue
+        test = best.get("selected_test_mAP")
+        lines.append(f"    {name:<16} prob={outcome['prob']:<5} best mAP {best['best_score']:.2f}"
+                     + (f"  test mAP {test:.2f}" if test is not None else "")
+                     + f"  (trial {best['trial_id']}, {outcome['trials']} trials)")
+    print("\n".join(lines), flush=True)
+
+
+def run_export_command(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="train_entry.py export",
+                                description="Export the best config of every task.")
+    p.add_argument("experiment_dir")
+    p.add_argument("--out", default=None, help="default: EXPERIMENT_DIR/exports")
+    ns = p.parse_args(list(argv))
+    setup_logging()
+    from .export import export_experiment
+
+    result = export_experiment(ns.experiment_dir, ns.out)
+    print(f"exported {len(result['tasks'])} task(s) from {result['trials']} trial(s) to "
+          f"{result['exports']}")
+    for task, best in result["tasks"].items():
+        print(f"  {task}: score {best['selection_score']:.2f} -> {best['config']}")
+        print(f"    {best['command']}")
+    return 0
+
+
+def run_demo_command(argv: Sequence[str]) -> int:
+    """Build the built-in dataset if missing, then run the demo search on a local Ray."""
+    p = argparse.ArgumentParser(prog="train_entry.py demo", description=run_demo_command.__doc__)
+    p.add_argument("--data", default=str(DEMO_DATA), help="where the demo dataset lives")
+    p.add_argument("--space", default=str(DEMO_SPACE))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ns = p.parse_args(list(argv))
+    setup_logging()
+    from pu_mlc.data.demo import build_demo_dataset
+
+    from .space import load_search_spec, parse_override
+
+    data = Path(ns.data).resolve()
+    if not (data / "manifest.json").exists():
+        log.info("building the demo dataset in %s", data)
+        build_demo_dataset(data)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    overrides = {"fixed.data": str(data), "name": f"demo-{stamp}"}
+    overrides.update(dict(parse_override(s) for s in ns.set))
+    spec = load_search_spec(ns.space, overrides)
+    return _search_and_report(spec, resume=False)
+
+
+def main(argv: Sequence[str]) -> int:
+    commands = {"search": run_search_command, "export": run_export_command,
+                "demo": run_demo_command}
+    return guarded(commands[argv[0]], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,149 @@
+"""Export an experiment: per task, the best trial's full config and the command that reproduces
+it, plus one CSV of every trial.
+
+The exported YAML is the trial's own ``config.yaml`` (every field, not only the searched ones),
+with only the run location changed (``output_dir``, ``tensorboard_dir``) so re-running it does not
+write into the search's files. The command uses the published flags, and ``torchrun`` with as
+many processes as the trial had DDP workers, because the PU statistics are per-process batch
+statistics: the same ``--b`` on a different number of processes is a different method.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from pu_mlc.config import TrainConfig
+from pu_mlc.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialRecord:
+    task: str
+    trial_id: str
+    status: str                  # finished | stopped_by_scheduler | errored | incomplete
+    epochs: int
+    best_score: Optional[float]
+    selected_test_map: Optional[float]
+    params: dict[str, Any]
+    config: Optional[TrainConfig]
+    wall_seconds: Optional[float]
+    output_dir: Path
+
+
+def collect_trials(experiment_dir: Path) -> list[TrialRecord]:
+    """Every trial of every task, from Tune's experiment state and the trials' own files."""
+    from ray.tune import ExperimentAnalysis
+
+    spec = yaml.safe_load((experiment_dir / "search_space.yaml").read_text())
+    searched = sorted((spec.get("search") or {}).keys())
+    records = []
+    tune_root = experiment_dir / "tune"
+    for task_dir in sorted(p for p in tune_root.iterdir() if p.is_dir()):
+        task = task_dir.name
+        try:
+            analysis = ExperimentAnalysis(str(task_dir))
+        except Exception as err:  # no state yet (a task that never started)
+            log.warning("task %s: no Tune state readable in %s (%s)", task, task_dir, err)
+            continue
+        for trial in analysis.trials:
+            out = experiment_dir / "trials" / task / trial.trial_id
+            metrics = _read_json(out / "metrics.json") or {}
+            cfg = TrainConfig.from_yaml(out / "config.yaml") if (out / "config.yaml").exists() \
+                else None
+            history = metrics.get("history", [])
+            epochs = len(history)
+            max_epochs = (cfg.stop_epoch + 1) if cfg else None
+            if trial.status == "ERROR":
+                status = "errored"
+            elif trial.status == "TERMINATED":
+                status = ("finished" if metrics.get("status") == "finished" or
+                          (max_epochs is not None and epochs >= max_epochs)
+                          else "stopped_by_scheduler")
+            else:
+                status = "incomplete"
+            result = metrics.get("result", {})
+            records.append(TrialRecord(
+                task=task, trial_id=trial.trial_id, status=status, epochs=epochs,
+                best_score=result.get("selection_score"),
+                selected_test_map=result.get("test_mAP"),
+                params={k: trial.config.get(k) for k in searched},
+                config=cfg, wall_seconds=(trial.last_result or {}).get("time_total_s"),
+                output_dir=out))
+    return records
+
+
+def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] = None) -> dict:
+    """Write ``exports/<task>/best_config.yaml``, ``command.sh`` and ``all_trials.csv``."""
+    experiment_dir = Path(experiment_dir).resolve()
+    if not (experiment_dir / "search_space.yaml").exists():
+        raise ConfigError(f"{experiment_dir} is not a pu-mlc experiment (no search_space.yaml); "
+                          f"pass the directory printed by 'train_entry.py search'")
+    spec = yaml.safe_load((experiment_dir / "search_space.yaml").read_text())
+    workers = int(spec["resources"]["num_workers"])
+    out = Path(out_dir).resolve() if out_dir else experiment_dir / "exports"
+    out.mkdir(parents=True, exist_ok=True)
+    records = collect_trials(experiment_dir)
+    _write_csv(out / "all_trials.csv", records)
+    best_per_task: dict[str, dict] = {}
+    for task in sorted({r.task for r in records}):
+        candidates = [r for r in records if r.task == task and r.best_score is not None
+                      and r.config is not None]
+        if not candidates:
+            log.warning("task %s: no trial reported a score; nothing to export", task)
+            continue
+        best = max(candidates, key=lambda r: r.best_score)
+        cfg = exported_config(best.config, experiment_dir, task)
+        task_out = out / task
+        task_out.mkdir(exist_ok=True)
+        cfg.to_yaml(task_out / "best_config.yaml")
+        command = reproduce_command(cfg, workers)
+        (task_out / "command.sh").write_text("#!/usr/bin/env bash\n# Reproduces trial "
+                                             f"{best.trial_id} of task {task}.\n{command}\n")
+        best_per_task[task] = {
+            "trial_id": best.trial_id, "status": best.status, "epochs": best.epochs,
+            "selection_score": best.best_score, "test_mAP": best.selected_test_map,
+            "params": best.params, "config": str(task_out / "best_config.yaml"),
+            "command": command}
+    (out / "best.json").write_text(json.dumps(best_per_task, indent=2))
+    return {"exports": str(out), "tasks": best_per_task, "trials": len(records)}
+
+
+def exported_config(cfg: TrainConfig, experiment_dir: Path, task: str) -> TrainConfig:
+    return cfg.replace(output_dir=f"runs/{experiment_dir.name}/{task}-best",
+                       tensorboard_dir=None, overwrite=False, resume=False)
+
+
+def reproduce_command(cfg: TrainConfig, num_workers: int) -> str:
+    if num_workers > 1:
+        program = f"torchrun --nproc_per_node={num_workers} train_entry.py"
+    else:
+        program = "python train_entry.py"
+    return cfg.to_cli(program=program)
+
+
+def _write_csv(path: Path, records: list[TrialRecord]) -> None:
+    params = sorted({k for r in records for k in r.params})
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "trial_id", "status", "epochs", "selection_score",
+                    "selected_test_mAP", "wall_seconds", *params, "output_dir"])
+        for r in records:
+            w.writerow([r.task, r.trial_id, r.status, r.epochs, r.best_score,
+                        r.selected_test_map, r.wall_seconds,
+                        *[r.params.get(k) for k in params], r.output_dir])
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,427 @@
+"""Search spaces: the YAML schema, its validation, and its translation to Ray Tune / Optuna.
+
+A search space file describes one *experiment*: a list of **tasks** (a dataset and a known-label
+proportion ``prob``: 1.0 is MLC, below is MLC-PL), the **fixed** TrainConfig fields every trial
+shares, the **search**ed fields with their distributions, a **budget** of trials per task, the
+early-stopping **scheduler**, the **resources** of one trial (DDP workers) and where results
+and the Optuna study are stored. Each task is searched separately (its own Optuna study, its own
+Tune experiment), because the best alpha/gamma differ between label proportions; results are
+kept per task. Everything is validated here, before Ray starts, and every error names the key,
+the value and what is allowed.
+
+Schema (all keys; ``?`` = optional, default after ``=``)::
+
+    name: str                        # experiment name: folder under storage_path
+    storage_path?: str = experiments # results root (absolute, or relative to the working dir);
+                                     # on a multi-node cluster: shared storage (NFS, s3://...)
+    study_storage?: str = null       # SQLAlchemy URL of the Optuna study;
+                                     # default sqlite:///<storage_path>/<name>/optuna.sqlite3
+    seed?: int = 0                   # Optuna TPE seed (reproducible with 1 concurrent trial)
+    budget:
+      trials_per_task: int           # Optuna trials per task (the first is first_trial)
+      max_concurrent_trials?: int = 1
+    scheduler?:
+      type: asha | none = asha       # ASHA stops poor trials at epoch milestones
+      grace_period?: int = 1         # epochs every trial runs before it can be stopped
+      reduction_factor?: float = 2
+    resources:
+      num_workers: int               # DDP processes per trial (Ray Train workers)
+      use_gpu?: bool = false         # NCCL on GPU, gloo on CPU
+      cpus_per_worker?: float = 1
+      gpus_per_worker?: float = 1 if use_gpu else 0
+      driver_cpus?: float = 0.1      # CPU of each trial's driver (the Tune trainable)
+      max_failures?: int = 0         # Ray Train restarts of a failed trial (from its checkpoint)
+    fixed: {TrainConfig field: value}          # shared by all tasks
+    first_trial?: {searched field: value}      # evaluated first in every task (default: the
+                                               # fixed values, i.e. the published settings)
+    search: {TrainConfig field: distribution}  # distribution is one of
+      #   {type: uniform, low, high}   {type: loguniform, low, high}
+      #   {type: int, low, high[, log: bool]}   (high inclusive)
+      #   {type: choice, values: [...]}
+    tasks:                           # at least one
+      - name: str                    # [A-Za-z0-9_-], unique
+        prob?: float                 # required unless prob is searched
+        fixed?: {field: value}       # per-task overrides (dataset, data root, Stop_epoch ...)
+        first_trial?: {field: value}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from pu_mlc.config import TrainConfig
+from pu_mlc.errors import ConfigError
+
+DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+SCHEDULERS = ("asha", "none")
+TOP_KEYS = {"name", "storage_path", "study_storage", "seed", "budget", "scheduler", "resources",
+            "fixed", "first_trial", "search", "tasks"}
+#: Fields a search may not set: they belong to the run's location or to the search itself.
+NOT_SEARCHABLE = {"output_dir", "tensorboard_dir", "overwrite", "resume", "data", "device"}
+NOT_FIXABLE = {"output_dir", "tensorboard_dir", "overwrite", "resume"}
+
+
+@dataclass(frozen=True)
+class Distribution:
+    type: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    values: tuple = ()
+    log: bool = False
+
+    def contains(self, value: Any) -> bool:
+        if self.type == "choice":
+            return value in self.values
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        if self.type == "int" and not float(value).is_integer():
+            return False
+        return self.low <= value <= self.high
+
+    def endpoints(self) -> list[Any]:
+        return list(self.values) if self.type == "choice" else [self.low, self.high]
+
+    def to_tune(self):
+        from ray import tune
+
+        if self.type == "uniform":
+            return tune.uniform(self.low, self.high)
+        if self.type == "loguniform":
+            return tune.loguniform(self.low, self.high)
+        if self.type == "int":
+            # Tune's randint excludes its upper bound; ours is inclusive like Optuna's.
+            return (tune.lograndint if self.log else tune.randint)(int(self.low),
+                                                                  int(self.high) + 1)
+        return tune.choice(list(self.values))
+
+    def describe(self) -> str:
+        if self.type == "choice":
+            return f"choice{list(self.values)}"
+        return f"{self.type}[{self.low}, {self.high}]"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    base: TrainConfig                  # fixed fields + task overrides (prob included)
+    first_trial: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resources:
+    num_workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    gpus_per_worker: float
+    driver_cpus: float
+    max_failures: int
+
+    @property
+    def cpus_per_trial(self) -> float:
+        return self.driver_cpus + self.num_workers * self.cpus_per_worker
+
+    @property
+    def gpus_per_trial(self) -> float:
+        return self.num_workers * self.gpus_per_worker
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    name: str
+    source: str
+    storage_path: Path
+    study_storage: str
+    seed: int
+    trials_per_task: int
+    max_concurrent_trials: int
+    scheduler: str
+    grace_period: int
+    reduction_factor: float
+    resources: Resources
+    search: dict[str, Distribution]
+    tasks: tuple[Task, ...]
+    raw: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def experiment_dir(self) -> Path:
+        return self.storage_path / self.name
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def max_epochs(self, task: Task) -> int:
+        return task.base.stop_epoch + 1
+
+
+# ------------------------------------------------------------------------------------------------
+def load_search_spec(path: str | Path, overrides: Optional[Mapping[str, Any]] = None,
+                     base_dir: Optional[Path] = None) -> SearchSpec:
+    """Read, merge ``--set key.sub=value`` overrides into, and validate a search space file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such search space file (see search_spaces/ for "
+                          f"examples)") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a search space is a mapping with keys {sorted(TOP_KEYS)}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value, str(path))
+    return parse_search_spec(raw, source=str(path), base_dir=base_dir or Path.cwd())
+
+
+def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
+                      base_dir: Optional[Path] = None) -> SearchSpec:
+    base_dir = base_dir or Path.cwd()
+    where = source
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(TOP_KEYS)}")
+    for key in ("name", "budget", "resources", "tasks"):
+        if key not in raw:
+            raise ConfigError(f"{where}: missing required key '{key}' (see the schema in "
+                              f"tune/space.py or search_spaces/README.md)")
+    name = _expect(raw["name"], str, f"{where}: name")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"{where}: name = {name!r} may only use letters, digits, '_', '-', "
+                          f"'.' (it becomes a folder name)")
+    storage_path = Path(str(raw.get("storage_path", "experiments")))
+    if "://" not in str(storage_path) and not storage_path.is_absolute():
+        storage_path = (base_dir / storage_path).resolve()
+    seed = _expect(raw.get("seed", 0), int, f"{where}: seed")
+
+    budget = _mapping(raw["budget"], f"{where}: budget", {"trials_per_task",
+                                                          "max_concurrent_trials"})
+    if "trials_per_task" not in budget:
+        raise ConfigError(f"{where}: budget.trials_per_task is required (trials per task)")
+    trials = _expect(budget["trials_per_task"], int, f"{where}: budget.trials_per_task")
+    concurrent = _expect(budget.get("max_concurrent_trials", 1), int,
+                         f"{where}: budget.max_concurrent_trials")
+    _require(trials >= 1, f"{where}: budget.trials_per_task = {trials} must be >= 1")
+    _require(concurrent >= 1, f"{where}: budget.max_concurrent_trials = {concurrent} must be >= 1")
+
+    sched = _mapping(raw.get("scheduler", {}) or {}, f"{where}: scheduler",
+                     {"type", "grace_period", "reduction_factor"})
+    sched_type = sched.get("type", "asha")
+    _require(sched_type in SCHEDULERS, f"{where}: scheduler.type = {sched_type!r}; allowed: "
+                                       f"{list(SCHEDULERS)} (PBT/HyperBand cannot work with "
+                                       f"trials that are Ray Train runs)")
+    grace = _expect(sched.get("grace_period", 1), int, f"{where}: scheduler.grace_period")
+    _require(grace >= 1, f"{where}: scheduler.grace_period = {grace} must be >= 1 epoch")
+    rf = float(_expect(sched.get("reduction_factor", 2), (int, float),
+                       f"{where}: scheduler.reduction_factor"))
+    _require(rf > 1, f"{where}: scheduler.reduction_factor = {rf} must be > 1")
+
+    resources = _parse_resources(raw["resources"], where)
+    search = _parse_search(raw.get("search", {}) or {}, where)
+    fixed = _parse_fields(raw.get("fixed", {}) or {}, f"{where}: fixed", NOT_FIXABLE)
+    first_trial = _parse_fields(raw.get("first_trial", {}) or {}, f"{where}: first_trial",
+                                NOT_SEARCHABLE)
+    tasks = _parse_tasks(raw["tasks"], where, fixed, first_trial, search, base_dir)
+
+    study = raw.get("study_storage")
+    if study is None:
+        study = f"sqlite:///{storage_path / name / 'optuna.sqlite3'}"
+    _expect(study, str, f"{where}: study_storage")
+    _require("://" in study, f"{where}: study_storage = {study!r} must be an SQLAlchemy URL, "
+                             f"e.g. sqlite:////abs/path/study.db or postgresql://user@host/db")
+    return SearchSpec(name, where, storage_path, study, seed, trials, concurrent, sched_type,
+                      grace, rf, resources, search, tasks, dict(raw))
+
+
+def _parse_resources(raw: Any, where: str) -> Resources:
+    r = _mapping(raw, f"{where}: resources", {"num_workers", "use_gpu", "cpus_per_worker",
+                                              "gpus_per_worker", "driver_cpus", "max_failures"})
+    _require("num_workers" in r, f"{where}: resources.num_workers is required (DDP processes "
+                                 f"per trial)")
+    workers = _expect(r["num_workers"], int, f"{where}: resources.num_workers")
+    _require(workers >= 1, f"{where}: resources.num_workers = {workers} must be >= 1 (Ray "
+                           f"Train needs real workers)")
+    use_gpu = _expect(r.get("use_gpu", False), bool, f"{where}: resources.use_gpu")
+    cpus = float(_expect(r.get("cpus_per_worker", 1), (int, float),
+                         f"{where}: resources.cpus_per_worker"))
+    gpus = float(_expect(r.get("gpus_per_worker", 1 if use_gpu else 0), (int, float),
+                         f"{where}: resources.gpus_per_worker"))
+    driver = float(_expect(r.get("driver_cpus", 0.1), (int, float),
+                           f"{where}: resources.driver_cpus"))
+    failures = _expect(r.get("max_failures", 0), int, f"{where}: resources.max_failures")
+    _require(cpus > 0, f"{where}: resources.cpus_per_worker = {cpus} must be > 0")
+    _require(driver > 0, f"{where}: resources.driver_cpus = {driver} must be > 0 (Ray rejects "
+                         f"0; 0.1 is enough)")
+    _require(not use_gpu or gpus > 0, f"{where}: resources.gpus_per_worker = {gpus} must be > 0 "
+                                      f"with use_gpu: true")
+    _require(use_gpu or gpus == 0, f"{where}: resources.gpus_per_worker = {gpus} needs "
+                                   f"use_gpu: true")
+    _require(failures >= 0, f"{where}: resources.max_failures = {failures} must be >= 0")
+    return Resources(workers, use_gpu, cpus, gpus, driver, failures)
+
+
+def _parse_search(raw: Any, where: str) -> dict[str, Distribution]:
+    raw = _mapping(raw, f"{where}: search", None)
+    out = {}
+    fields_ = TrainConfig.__dataclass_fields__
+    for name, spec in raw.items():
+        key = f"{where}: search.{name}"
+        _require(name in fields_, f"{key}: not a training field; searchable fields are "
+                                  f"{sorted(set(fields_) - NOT_SEARCHABLE)}")
+        _require(name not in NOT_SEARCHABLE, f"{key}: cannot be searched (it is fixed per run or "
+                                             f"per task)")
+        spec = _mapping(spec, key, {"type", "low", "high", "values", "log"})
+        kind = spec.get("type")
+        _require(kind in DISTRIBUTIONS, f"{key}.type = {kind!r}; allowed: {list(DISTRIBUTIONS)}")
+        if kind == "choice":
+            values = spec.get("values")
+            _require(isinstance(values, list) and len(values) >= 1,
+                     f"{key}.values must be a non-empty list for type: choice")
+            _require(set(spec) <= {"type", "values"}, f"{key}: type choice takes only 'values'")
+            dist = Distribution("choice", values=tuple(values))
+        else:
+            _require("low" in spec and "high" in spec, f"{key}: type {kind} needs low and high")
+            _require(set(spec) <= {"type", "low", "high", "log"} and
+                     ("log" not in spec or kind == "int"),
+                     f"{key}: type {kind} takes low, high" + (", log" if kind == "int" else ""))
+            low, high = spec["low"], spec["high"]
+            for bound, v in (("low", low), ("high", high)):
+                _require(isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and math.isfinite(v), f"{key}.{bound} = {v!r} must be a number")
+            _require(low < high, f"{key}: low ({low}) must be below high ({high})")
+            if kind == "loguniform":
+                _require(low > 0, f"{key}.low = {low} must be > 0 for loguniform")
+            if kind == "int":
+                _require(float(low).is_integer() and float(high).is_integer(),
+                         f"{key}: int bounds must be integers")
+            dist = Distribution(kind, float(low) if kind != "int" else int(low),
+                                float(high) if kind != "int" else int(high),
+                                log=bool(spec.get("log", False)))
+        out[name] = dist
+    return out
+
+
+def _parse_fields(raw: Any, where: str, forbidden: set[str]) -> dict[str, Any]:
+    raw = _mapping(raw, where, None)
+    fields_ = TrainConfig.__dataclass_fields__
+    for name in raw:
+        _require(name in fields_, f"{where}.{name}: not a training field; fields are "
+                                  f"{sorted(set(fields_) - forbidden)}")
+        _require(name not in forbidden, f"{where}.{name}: set by the search itself (each trial "
+                                        f"gets its own directory)")
+    return dict(raw)
+
+
+def _parse_tasks(raw: Any, where: str, fixed: dict, first_trial: dict,
+                 search: dict[str, Distribution], base_dir: Path) -> tuple[Task, ...]:
+    _require(isinstance(raw, list) and raw, f"{where}: tasks must be a non-empty list")
+    tasks, names = [], set()
+    for i, entry in enumerate(raw):
+        key = f"{where}: tasks[{i}]"
+        entry = _mapping(entry, key, {"name", "prob", "fixed", "first_trial"})
+        _require("name" in entry, f"{key}: name is required")
+        tname = _expect(entry["name"], str, f"{key}.name")
+        _require(re.fullmatch(r"[A-Za-z0-9_-]+", tname) is not None,
+                 f"{key}.name = {tname!r} may only use letters, digits, '_' and '-'")
+        _require(tname not in names, f"{key}.name = {tname!r} is used twice")
+        names.add(tname)
+        key = f"{where}: task '{tname}'"
+        values = {**fixed, **_parse_fields(entry.get("fixed", {}) or {}, f"{key}.fixed",
+                                           NOT_FIXABLE)}
+        if "prob" in entry:
+            _require("prob" not in search, f"{key}: prob is searched, so a task may not fix it")
+            values["prob"] = entry["prob"]
+        elif "prob" not in search and "prob" not in values:
+            raise ConfigError(f"{key}: give the task's known-label proportion 'prob' (1.0 = "
+                              f"full labels, 0.1 = 10% of label entries kept)")
+        overlap = sorted(set(values) & set(search))
+        _require(not overlap, f"{key}: {overlap} are both fixed and searched; remove one")
+        _require("data" in values, f"{key}: no dataset root: set fixed.data (or the task's "
+                                   f"fixed.data)")
+        data = str(values["data"])
+        if "://" not in data and not Path(data).is_absolute():
+            values["data"] = str((base_dir / data).resolve())
+        try:
+            base = TrainConfig.from_dict(values, source=f"{key} fixed fields").validate()
+        except ConfigError as err:
+            raise ConfigError(f"{key}: {err}") from None
+        # default first trial: the fixed (published) values, where the searched range has them
+        defaults = {k: getattr(base, k) for k in search if search[k].contains(getattr(base, k))}
+        first = {**defaults, **first_trial,
+                 **_parse_fields(entry.get("first_trial", {}) or {}, f"{key}.first_trial",
+                                 NOT_SEARCHABLE)}
+        extra = sorted(set(first) - set(search))
+        _require(not extra, f"{key}: first_trial sets {extra}, which are not searched")
+        for name, value in first.items():
+            _require(search[name].contains(value),
+                     f"{key}: first_trial {name} = {value!r} lies outside "
+                     f"search.{name} = {search[name].describe()}; widen the range or change "
+                     f"the first trial")
+        # every corner of the searched space must give a valid config
+        for name, dist in search.items():
+            for v in dist.endpoints():
+                try:
+                    base.replace(**{name: v}).validate()
+                except ConfigError as err:
+                    raise ConfigError(f"{where}: search.{name} allows {v!r}, which is invalid "
+                                      f"for task '{tname}': {err}") from None
+        tasks.append(Task(tname, base, first))
+    return tuple(tasks)
+
+
+# ------------------------------------------------------------------------------------------------
+def _set_dotted(raw: dict, dotted: str, value: Any, where: str) -> None:
+    """Apply an override like ``fixed.crop_size=64`` or ``tasks.0.prob=0.5``."""
+    parts = dotted.split(".")
+    node: Any = raw
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.sub=value`` with the value parsed as YAML (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set budget."
+                          f"trials_per_task=5")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _mapping(value: Any, where: str, allowed: Optional[set[str]]) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+    if allowed is not None:
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return value
+
+
+def _expect(value: Any, types, where: str):
+    ok = isinstance(value, types) and not (isinstance(value, bool) and types in (int, (int,
+                                                                                        float)))
+    if not ok:
+        names = (types.__name__ if isinstance(types, type)
+                 else " or ".join(t.__name__ for t in types))
+        raise ConfigError(f"{where} = {value!r} must be {names}")
+    return value
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
