@@ -106,7 +106,8 @@ def guarded(fn, argv: Sequence[str]) -> int:
     except PUMLCError as err:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         prefix = f"[rank {process_rank()}] " if world > 1 else ""
-        print(f"{prefix}error: {err}", file=sys.stderr)
+        # one line, even when the message quotes a multi-line library error (torch.load ...)
+        print(f"{prefix}error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 

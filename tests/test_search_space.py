@@ -112,3 +112,20 @@ def test_paper_spaces_cover_the_published_label_proportions_with_published_first
     voc = load_search_spec(REPO / "search_spaces" / "voc2007_pl.yaml")
     assert voc.tasks[0].first_trial == {"alpha": 2.0, "gamma": 0.85, "ema": 0.991}
     assert voc.tasks[0].base.batch_size == 45 and voc.tasks[0].base.lr == 4e-5
+
+
+def test_missing_data_root_is_reported_before_ray_starts(tmp_path):
+    from tune.space import check_inputs
+
+    spec = parse_search_spec(spec_with(fixed__data=str(tmp_path / "nowhere")))
+    with pytest.raises(ConfigError, match="nowhere does not exist.*fixed.data"):
+        check_inputs(spec)
+
+
+def test_class_count_disagreeing_with_the_dataset_is_reported_before_ray_starts(
+        coco_format_root):
+    from tune.space import check_inputs
+
+    spec = parse_search_spec(spec_with(fixed__data=str(coco_format_root), fixed__num_classes=80))
+    with pytest.raises(ConfigError, match="num_classes = 80.*10 classes"):
+        check_inputs(spec)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -36,10 +34,11 @@ def search_parser(prog: str = "train_entry.py search") -> argparse.ArgumentParse
 def run_search_command(argv: Sequence[str]) -> int:
     ns = search_parser().parse_args(list(argv))
     setup_logging(ns.verbose)
-    from .space import load_search_spec, parse_override
+    from .space import check_inputs, load_search_spec, parse_override
 
     overrides = dict(parse_override(s) for s in ns.set)
     spec = load_search_spec(ns.space, overrides)        # every error before Ray starts
+    check_inputs(spec)
     return _search_and_report(spec, ns.resume, export=not ns.no_export)
 
 
@@ -111,7 +110,7 @@ def run_demo_command(argv: Sequence[str]) -> int:
     setup_logging()
     from pu_mlc.data.demo import build_demo_dataset
 
-    from .space import load_search_spec, parse_override
+    from .space import check_inputs, load_search_spec, parse_override
 
     data = Path(ns.data).resolve()
     if not (data / "manifest.json").exists():
@@ -121,6 +120,7 @@ def run_demo_command(argv: Sequence[str]) -> int:
     overrides = {"fixed.data": str(data), "name": f"demo-{stamp}"}
     overrides.update(dict(parse_override(s) for s in ns.set))
     spec = load_search_spec(ns.space, overrides)
+    check_inputs(spec)
     return _search_and_report(spec, resume=False)
 
 

@@ -425,3 +425,30 @@ def _expect(value: Any, types, where: str):
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def check_inputs(spec: SearchSpec) -> None:
+    """Open what every trial will need (data roots, annotations, weights) in the driver, so a
+    wrong path fails in seconds with the file named, not in every trial after Ray started."""
+    from pu_mlc.data import load_dataset
+
+    seen: set[tuple[str, str]] = set()
+    for task in spec.tasks:
+        cfg = task.base
+        where = f"{spec.source}: task '{task.name}'"
+        if "://" not in cfg.data and not Path(cfg.data).exists():
+            raise ConfigError(f"{where}: dataset root {cfg.data} does not exist; set it with "
+                              f"--set fixed.data=/path/to/data (on a cluster: a path every node "
+                              f"sees)")
+        weights = cfg.pretrained_model
+        if weights not in (None, "builtin") and not Path(weights).exists():
+            raise ConfigError(f"{where}: pretrained weights {weights} do not exist; set "
+                              f"--set fixed.pretrained_model=/path/to/resnet101.pth or None")
+        if (cfg.dataset, cfg.data) in seen:
+            continue
+        seen.add((cfg.dataset, cfg.data))
+        splits = load_dataset(cfg.dataset, cfg.data)      # DataError names the file
+        classes = len(splits["train"].class_names)
+        if cfg.num_classes is not None and cfg.num_classes != classes:
+            raise ConfigError(f"{where}: num_classes = {cfg.num_classes} but {cfg.data} has "
+                              f"{classes} classes; fix fixed.num_classes or leave it out")

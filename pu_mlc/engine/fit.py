@@ -30,8 +30,8 @@ from .checkpoint import load_checkpoint, save_checkpoint, save_best_weights
 from .data_setup import RunData, build_loaders, prepare_run_data, resolve_pipeline
 from .distributed import DistContext, setup_distributed, teardown_distributed
 from .evaluate import EvalTarget, predict, summarise
-from .outputs import (RunPaths, check_output_dir, prepare_output_dir, write_json_atomic,
-                      write_text_atomic)
+from .outputs import (RunPaths, check_output_dir, prepare_output_dir, read_json,
+                      write_json_atomic, write_text_atomic)
 from .precision import Precision, resolve_precision
 from .progress import progress
 from .selection import Selection
@@ -65,14 +65,20 @@ def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
         precision = resolve_precision(cfg.precision, ctx.device)
         t0 = time.perf_counter()
         data = prepare_run_data(cfg, ctx)
+        setup_seconds = time.perf_counter() - t0
+        # The model is built (and --pretrainedModel read) before anything is written, so a bad
+        # weight file or model name leaves the output dir untouched, like every other bad input.
+        t_build = time.perf_counter()
+        model = _build_model(cfg, data)
+        build_seconds = time.perf_counter() - t_build
         ctx.barrier()                       # every rank checked everything before rank 0 writes
         if ctx.is_main:
             prepare_output_dir(paths, cfg)
             write_text_atomic(paths.config, cfg.to_yaml())
             log_handler = _attach_log_file(paths.log_file)
         ctx.barrier()
-        return _train(cfg, ctx, paths, data, precision, reporter, resume_checkpoint, hparams,
-                      setup_seconds=time.perf_counter() - t0)
+        return _train(cfg, ctx, paths, data, model, precision, reporter, resume_checkpoint,
+                      hparams, setup_seconds=setup_seconds, build_seconds=build_seconds)
     finally:
         if log_handler is not None:
             logging.getLogger().removeHandler(log_handler)
@@ -80,15 +86,18 @@ def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
         teardown_distributed(ctx)
 
 
-def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
-           precision: Precision, reporter: Optional[Reporter],
-           resume_checkpoint: Optional[Path], hparams: Optional[dict],
-           setup_seconds: float) -> dict:
-    t_build = time.perf_counter()
+def _build_model(cfg: TrainConfig, data: RunData) -> nn.Module:
     torch.manual_seed(cfg.seed)            # same initial weights on every rank
-    model = build_model(cfg.model_name, data.num_classes, head=cfg.head,
-                        word_vectors=data.word_vectors, adjacency=data.adjacency,
-                        pretrained=cfg.pretrained_model, lgc=cfg.lgc, lgc_impl=cfg.lgc_impl)
+    return build_model(cfg.model_name, data.num_classes, head=cfg.head,
+                       word_vectors=data.word_vectors, adjacency=data.adjacency,
+                       pretrained=cfg.pretrained_model, lgc=cfg.lgc, lgc_impl=cfg.lgc_impl)
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
+           model: nn.Module, precision: Precision, reporter: Optional[Reporter],
+           resume_checkpoint: Optional[Path], hparams: Optional[dict],
+           setup_seconds: float, build_seconds: float) -> dict:
+    t_build = time.perf_counter()
     model.to(ctx.device)
     if ctx.device.type == "cuda" and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -125,22 +134,24 @@ def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         selection = Selection.from_state(state["selection"])
-        history = state["history"]
+        history = _restore_history(state["history"], read_json(paths.metrics))
         start_epoch = state["epoch"] + 1
         log.info("resumed from %s at epoch %d", resume_checkpoint, start_epoch)
 
     writer = RunWriter(paths.tensorboard(cfg), enabled=ctx.is_main,
                        purge_step=start_epoch + 1 if start_epoch else None)
-    if start_epoch == 0:
-        writer.hparams_start(hparams if hparams is not None else cfg.to_dict())
+    writer.hparams_start(hparams if hparams is not None else cfg.to_dict(),
+                         resumed=start_epoch > 0)
 
     eval_targets = _eval_targets(data, loaders)
-    build_seconds = time.perf_counter() - t_build
+    build_seconds += time.perf_counter() - t_build
     if ctx.is_main:
         log.info("data: %s", data.summary())
         log.info("model: %s on %s, %s, %d trainable tensors, %d steps/epoch x %d process(es)",
                  cfg.model_name, ctx.device, precision.name, len(trainable), steps_per_epoch,
                  ctx.world_size)
+        if model.load_report is not None:      # built before train.log existed: repeat it there
+            log.info("pretrained weights %s", model.load_report.summary())
 
     status = "stopped"
     for epoch in range(start_epoch, cfg.stop_epoch + 1):
@@ -151,6 +162,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
                                        scheduler, scaler, precision, generator, cfg, ctx, epoch)
         t_eval = time.perf_counter()
         record = {"epoch": epoch + 1, **train_stats}
+        if epoch == start_epoch and start_epoch > 0:
+            record["resumed_from_checkpoint"] = True
         improved = _evaluate_epoch(record, selection, model, ema.module, eval_targets, ctx,
                                    precision, loaders, epoch)
         record["eval_seconds"] = time.perf_counter() - t_eval
@@ -342,6 +355,21 @@ def _attach_log_file(path: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
+
+
+def _restore_history(saved: list[dict], metrics: Optional[dict]) -> list[dict]:
+    """The history of a resumed run, each epoch's record as ``metrics.json`` last showed it.
+
+    ``last.pt`` is written before its own write time is known, so its last record lacks the
+    ``checkpoint_seconds`` that ``metrics.json`` holds; copy it back so resuming changes no
+    earlier record.
+    """
+    shown = {h.get("epoch"): h for h in (metrics or {}).get("history", [])}
+    for record in saved:
+        seconds = shown.get(record["epoch"], {}).get("checkpoint_seconds")
+        if "checkpoint_seconds" not in record and seconds is not None:
+            record["checkpoint_seconds"] = seconds
+    return saved
 
 
 def _mix_seed(seed: int, rank: int, epoch: int) -> int:

@@ -100,9 +100,11 @@ def prepare_output_dir(paths: RunPaths, cfg: TrainConfig) -> None:
 
 
 #: Fields that may differ between a run and its resumption (they steer execution, not the math).
+#: ``stop_epoch`` only says where the fixed ``epochs``-long OneCycle schedule is cut, so a
+#: finished run can be continued for more epochs (``--resume --Stop_epoch`` larger).
 RESUMABLE_DIFFERENCES = {"workers", "overwrite", "resume", "device", "output_dir",
                          "tensorboard_dir", "eval_batch_size", "data_pipeline", "compile",
-                         "skip_bad_images", "data"}
+                         "skip_bad_images", "data", "stop_epoch"}
 
 
 def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:

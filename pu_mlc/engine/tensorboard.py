@@ -32,13 +32,17 @@ class RunWriter:
             logdir.mkdir(parents=True, exist_ok=True)
             self._writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
 
-    def hparams_start(self, hparams: Mapping[str, Any]) -> None:
+    def hparams_start(self, hparams: Mapping[str, Any], resumed: bool = False) -> None:
+        """Open the HParams session; a resumed run only re-arms its end marker (the session
+        was opened by the run it continues, in an earlier event file of the same directory)."""
         if not self.enabled:
             return
         from torch.utils.tensorboard.summary import hparams as hp_summary
 
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
         exp, ssi, self._session_end = hp_summary(clean, {m: 0.0 for m in HPARAM_METRICS})
+        if resumed:
+            return
         self._writer.file_writer.add_summary(exp)
         self._writer.file_writer.add_summary(ssi)
         self._writer.flush()

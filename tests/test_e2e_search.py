@@ -1,0 +1,131 @@
+"""The demo search, end to end, through a real local Ray cluster (Ray Tune + Optuna + Ray Train).
+
+One search (2 tasks x 3 trials, 2 gloo DDP workers per trial, ASHA) is run once for the module
+through the real command line; the tests read back what it left: trial statuses, TensorBoard
+event files (with tensorboard's own reader), the Optuna study in SQLite, and the exports.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+
+import optuna
+import pytest
+
+from pu_mlc.config import TrainConfig
+from ray_helpers import (PYTHON, REPO, free_port, read_scalars, run_entry, search_env, session_hparams,
+                         tiny_overrides)
+from tune.export import collect_trials
+
+pytestmark = pytest.mark.e2e
+TASKS = ("mlc_full", "mlc_pl10")
+TRIALS = 3
+
+
+@pytest.fixture(scope="module")
+def demo_search(coco_format_root, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("experiments")
+    proc = run_entry(["search", "--space", "search_spaces/demo.yaml",
+                      *tiny_overrides(coco_format_root, storage, "e2e")], timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return storage / "e2e", proc
+
+
+def test_every_trial_finished_or_was_stopped_by_the_scheduler(demo_search):
+    exp, _ = demo_search
+    trials = collect_trials(exp)
+    assert sorted({t.task for t in trials}) == sorted(TASKS)
+    for task in TASKS:
+        mine = [t for t in trials if t.task == task]
+        assert len(mine) == TRIALS
+        assert {t.status for t in mine} <= {"finished", "stopped_by_scheduler"}, mine
+        assert any(t.status == "finished" for t in mine)
+        for t in mine:
+            assert 1 <= t.epochs <= t.config.stop_epoch + 1
+            assert t.best_score is not None and 0.0 <= t.best_score <= 100.0
+
+
+def test_the_first_trial_of_each_task_runs_the_published_setting(demo_search):
+    exp, _ = demo_search
+    for task in TASKS:
+        first = min((t for t in collect_trials(exp) if t.task == task),
+                    key=lambda t: (t.output_dir / "config.yaml").stat().st_mtime)
+        assert (first.config.alpha, first.config.gamma, first.config.ema) == (1.0, 0.55, 0.9997)
+
+
+def test_tensorboard_holds_one_run_per_trial_with_epoch_scalars_and_hparams(demo_search):
+    exp, _ = demo_search
+    for trial in collect_trials(exp):
+        run_dir = exp / "tensorboard" / trial.task / trial.trial_id
+        scalars, hparams = read_scalars(run_dir)
+        for tag in ("train/loss", "train/lr", "val/mAP", "val/mAP_ema"):
+            steps = [s for s, _ in scalars[tag]]
+            assert steps == list(range(1, trial.epochs + 1)), (tag, steps)
+        assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
+        recorded = session_hparams(hparams)
+        assert recorded["task"] == trial.task
+        for key in ("alpha", "gamma", "ema"):
+            assert recorded[key] == pytest.approx(getattr(trial.config, key))
+    runs = [p for p in (exp / "tensorboard").glob("*/*") if p.is_dir()]
+    assert len(runs) == TRIALS * len(TASKS)
+
+
+def test_the_optuna_study_in_sqlite_has_every_trial(demo_search):
+    exp, _ = demo_search
+    for task in TASKS:
+        study = optuna.load_study(study_name=f"e2e.{task}",
+                                  storage=f"sqlite:///{exp / 'optuna.sqlite3'}")
+        assert len(study.trials) == TRIALS
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        assert study.trials[0].params == {"alpha": 1.0, "gamma": 0.55, "ema": 0.9997}
+        assert len({tuple(sorted(t.params.items())) for t in study.trials}) == TRIALS
+
+
+def test_the_search_prints_where_results_are_and_the_best_map_per_task(demo_search):
+    exp, proc = demo_search
+    out = proc.stdout
+    assert f"tensorboard --logdir {exp / 'tensorboard'}" in out
+    assert "optuna-dashboard sqlite:///" in out and str(exp / "exports") in out
+    for task in TASKS:
+        assert any(line.strip().startswith(task) and "best mAP" in line
+                   for line in out.splitlines()), out
+
+
+def test_export_writes_configs_commands_and_a_csv_of_all_trials(demo_search):
+    exp, _ = demo_search
+    proc = run_entry(["export", str(exp), "--out", str(exp / "exports2")], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = (exp / "exports2" / "all_trials.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + TRIALS * len(TASKS)
+    for task in TASKS:
+        assert (exp / "exports2" / task / "best_config.yaml").exists()
+        assert "torchrun --nproc_per_node=2" in (exp / "exports2" / task / "command.sh").read_text()
+
+
+def test_rerunning_an_exported_command_reproduces_the_trial_config_field_for_field(
+        demo_search, tmp_path):
+    exp, _ = demo_search
+    best = json.loads((exp / "exports" / "best.json").read_text())["mlc_pl10"]
+    trial_cfg = TrainConfig.from_yaml(exp / "trials" / "mlc_pl10" / best["trial_id"] /
+                                      "config.yaml")
+    exported = TrainConfig.from_yaml(best["config"])
+    location = {"output_dir", "tensorboard_dir"}
+    differing = {k for k in trial_cfg.to_dict() if getattr(trial_cfg, k) != getattr(exported, k)}
+    assert differing <= location
+
+    argv = shlex.split(best["command"])
+    assert argv[:2] == ["torchrun", "--nproc_per_node=2"] and argv[2] == "train_entry.py"
+    out_dir = tmp_path / "rerun"
+    argv = [a for a in argv[3:] if not a.startswith("--output-dir=")] + [
+        f"--output-dir={out_dir}"]
+    proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master-port={free_port()}", str(REPO / "train_entry.py"), *argv],
+                          cwd=REPO, env=search_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rerun_cfg = TrainConfig.from_yaml(out_dir / "config.yaml")
+    differing = {k for k in trial_cfg.to_dict() if getattr(trial_cfg, k) != getattr(rerun_cfg, k)}
+    assert differing <= location, {k: (getattr(trial_cfg, k), getattr(rerun_cfg, k))
+                                   for k in differing}
