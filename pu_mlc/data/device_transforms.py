@@ -130,9 +130,9 @@ class _Normalise:
         self.std = torch.tensor([float(s) * 255.0 for s in std]).view(1, 3, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(x.device)
-        std = self.std.to(x.device)
-        return (x - mean) / std
+        if self.mean.device != x.device:     # moved once, not every batch
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return (x - self.mean) / self.std
 
 
 class DeviceTestTransform:

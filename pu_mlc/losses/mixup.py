@@ -116,7 +116,7 @@ def sample_mixup_plan(n: int, mixup_alpha: float = 0.3,
     lam = float(np.random.default_rng(seed).beta(mixup_alpha, mixup_alpha))
     perm = torch.randperm(max(h, 1), generator=generator, device=draw_on)
     if device is not None:
-        perm = perm.to(device)
+        perm = perm.to(device, non_blocking=True)
     return MixupPlan(lam=lam, perm=perm, h=h, n=n)
 
 
