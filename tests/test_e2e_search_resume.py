@@ -43,11 +43,12 @@ def test_killed_search_resumes_without_rerunning_finished_trials(coco_format_roo
     interrupted = None
     deadline = time.time() + 900
     try:
-        # wait until one trial has finished and the next one is past its first epoch
+        # wait until one trial has finished and the next one has finished two epochs (so its
+        # first epoch's checkpoint is surely persisted: Ray's report returns before epoch 2)
         while time.time() < deadline and driver.poll() is None:
             done = [d for d in _trial_dirs(exp) if len(_history(d)) == 4 and
                     json.loads((d / "metrics.json").read_text())["status"] == "finished"]
-            running = [d for d in _trial_dirs(exp) if 1 <= len(_history(d)) < 4]
+            running = [d for d in _trial_dirs(exp) if 2 <= len(_history(d)) < 4]
             if done and running:
                 finished = {d.name: (d / "metrics.json").read_bytes() for d in done}
                 interrupted = running[0].name
