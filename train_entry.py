@@ -4,7 +4,8 @@
     python train_entry.py [train] DATA_ROOT --dataset=COCO2014 ...   one run (the paper's flags)
     python train_entry.py search --space search_spaces/demo.yaml     Ray Tune + Optuna search
     python train_entry.py export EXPERIMENT_DIR                       best config per task
-    python train_entry.py make-demo-data OUT_DIR                      built-in real dataset
+    python train_entry.py make-demo-data OUT_DIR [--preset]           built-in real dataset
+    python train_entry.py demo-train                                  CPU demo preset: one run
     python train_entry.py demo                                        build data + demo search
 
 Works as a plain script, under ``torchrun`` / ``python -m torch.distributed.launch --use_env``,

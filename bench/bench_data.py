@@ -41,6 +41,7 @@ from typing import Callable, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+from pu_mlc.engine.prefetch import DevicePrefetcher  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -347,20 +348,27 @@ def main(argv=None) -> int:
 
     synth = attempt("step_synthetic", "our step, synthetic batch on the device", synthetic)
 
-    def end_to_end(ds, collate, to_input) -> dict:
-        def consume(b):
-            trainer.step(to_input(b), b[1].to(device, non_blocking=True))
+    def end_to_end(ds, collate, to_input, prefetch: bool = False) -> dict:
+        def to_device(b):
+            return to_input(b), b[1].to(device, non_blocking=True)
+
+        loader = train_loader(ds, args.batch, n_batches, args.workers, device, collate,
+                              seed=args.seed + 1)
+        if prefetch:       # what fit does for the device pipeline: the next batch decodes ahead
+            loader = DevicePrefetcher(loader, to_device, device)
+            consume = lambda xb: trainer.step(*xb)  # noqa: E731
+        else:
+            consume = lambda b: trainer.step(*to_device(b))  # noqa: E731
         with common.MemoryMeter(device) as meter:
-            res = run_loader(train_loader(ds, args.batch, n_batches, args.workers, device,
-                                          collate, seed=args.seed + 1),
-                             consume, device, args.warmup_batches, args.batches)
+            res = run_loader(loader, consume, device, args.warmup_batches, args.batches)
         res.update(meter.result())
         res["vs_synthetic"] = res["images_per_s"] / synth["images_per_s"] if synth else None
         return res
 
     attempt("e2e_device", "our step fed by the device pipeline (our default on CUDA)",
             lambda: end_to_end(enc_ds, encoded_collate,
-                               lambda b: loaders.to_input(b, device, train=True)))
+                               lambda b: loaders.to_input(b, device, train=True),
+                               prefetch=True))
     attempt("e2e_pil", "our step fed by the PIL loader",
             lambda: end_to_end(pil_ds, None, lambda b: b[0]))
 

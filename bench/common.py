@@ -14,7 +14,7 @@ The published PU-MLC step (the official code, derived from ASL) and the step our
 ``ours``
     what ``fit`` runs by default: ``lgc_impl='fast'``, bf16 autocast without a scaler where the
     GPU supports it (fp32 on CPU), channels_last on CUDA, fused Adam on CUDA, the fused single
-    forward pass (``compute_loss(fused=True)``), OneCycle, timm ``ModelEmaV3`` (foreach) per step.
+    forward pass (``compute_loss(fused=True)``), OneCycle, the engine's ``TrainableStateEma`` (one foreach lerp over the trainable tensors) per step.
 ``published_nolgc``
     the published step on the same network without the local-global branches: a reference
     ceiling (what the step would cost if the branches were free).
@@ -361,13 +361,15 @@ class Trainer:
         if spec.ema == "asl":
             self.ema: nn.Module = PublishedModelEma(model)
         else:
-            from timm.utils import ModelEmaV3
-            self.ema = ModelEmaV3(model, decay=EMA_DECAY)
+            from pu_mlc.engine.ema import TrainableStateEma   # what fit uses
+            self.ema = TrainableStateEma(model, decay=EMA_DECAY)
         self.precision: Precision = resolve_precision(spec.precision, device)
         self.scaler = self.precision.grad_scaler()
         self.criterion = PULoss(alpha=ALPHA, gamma=GAMMA)
         self.net: nn.Module = torch.compile(model) if spec.compile else model
-        self.generator = torch.Generator(device=device)
+        # MixUp draws on a CPU generator in both paths, as fit does (and the published code drew
+        # its permutation and Beta sample on the CPU): identical draws, no device->host sync
+        self.generator = torch.Generator()
         self.seed = seed
         self.reset_generator()
 

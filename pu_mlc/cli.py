@@ -74,29 +74,64 @@ def run_train(argv: Sequence[str]) -> int:
 
 
 def run_make_demo_data(argv: Sequence[str]) -> int:
-    from .data.demo import DEMO_DEFAULTS, build_demo_dataset
+    import inspect
 
+    from .data.demo import build_demo_dataset
+    from .presets import DEMO_DATA
+
+    defaults = {k: v.default for k, v in
+                inspect.signature(build_demo_dataset).parameters.items()
+                if v.default is not inspect.Parameter.empty}
     parser = argparse.ArgumentParser(
         prog="train_entry.py make-demo-data",
         description="Build the built-in multi-label dataset from real Fashion-MNIST photos (a "
-                    "COCO-format dataset: train with --dataset coco OUT_DIR).")
+                    "COCO-format dataset: train with --dataset coco OUT_DIR). Defaults: the "
+                    "COCO-like setting (small items); --preset: the CPU demo preset.")
     parser.add_argument("out_dir")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source-dir", default=DEMO_DEFAULTS["source_dir"],
+    parser.add_argument("--preset", action="store_true",
+                        help=f"the CPU demo preset's parameters {DEMO_DATA}")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--source-dir", default=defaults["source_dir"],
                         help="directory with the four Fashion-MNIST idx files")
     for key in ("n_train", "n_val", "n_test", "canvas_size", "min_items", "max_items"):
-        parser.add_argument("--" + key.replace("_", "-"), type=int, default=DEMO_DEFAULTS[key])
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None,
+                            help=f"default {defaults[key]}")
+    parser.add_argument("--item-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help=f"item side as a fraction of the canvas (default "
+                             f"{defaults['item_scale']})")
     parser.add_argument("--no-backgrounds", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     ns = parser.parse_args(list(argv))
     setup_logging()
-    manifest = build_demo_dataset(
-        ns.out_dir, seed=ns.seed, n_train=ns.n_train, n_val=ns.n_val, n_test=ns.n_test,
-        canvas_size=ns.canvas_size, min_items=ns.min_items, max_items=ns.max_items,
-        backgrounds=not ns.no_backgrounds, source_dir=ns.source_dir, overwrite=ns.overwrite)
-    print(f"demo dataset written to {os.path.abspath(ns.out_dir)} "
-          f"({ {k: v['images'] for k, v in manifest['splits'].items()} } images); train on it with --dataset coco {ns.out_dir}")
+    params = {k: v for k, v in defaults.items() if k not in ("overwrite",)}
+    if ns.preset:
+        params.update(DEMO_DATA)
+    for key in ("seed", "n_train", "n_val", "n_test", "canvas_size", "min_items", "max_items",
+                "item_scale"):
+        if getattr(ns, key) is not None:
+            params[key] = tuple(ns.item_scale) if key == "item_scale" else getattr(ns, key)
+    params.update(source_dir=ns.source_dir, backgrounds=not ns.no_backgrounds)
+    manifest = build_demo_dataset(ns.out_dir, overwrite=ns.overwrite, **params)
+    sizes = {k: v["images"] for k, v in manifest["splits"].items()}
+    print(f"demo dataset written to {os.path.abspath(ns.out_dir)} ({sizes} images); train on "
+          f"it with --dataset coco {ns.out_dir}")
     return 0
+
+
+def run_demo_train(argv: Sequence[str]) -> int:
+    """The CPU demo preset: build the preset dataset if missing, then one PU-MLC run."""
+    from .presets import demo_train_argv, ensure_demo_data
+
+    parser = argparse.ArgumentParser(
+        prog="train_entry.py demo-train", description=run_demo_train.__doc__ +
+        " Any training flag after the options overrides the preset (e.g. --prob=1 --loss=bce).")
+    parser.add_argument("--data", default="demo_data")
+    ns, extra = parser.parse_known_args(list(argv))
+    setup_logging()
+    data = ensure_demo_data(ns.data)
+    if not any(a.startswith(("--output-dir", "-o")) for a in extra):
+        extra = [*extra, "--output-dir=runs/demo-train"]
+    return run_train(demo_train_argv(data, extra))
 
 
 def guarded(fn, argv: Sequence[str]) -> int:
@@ -113,7 +148,8 @@ def guarded(fn, argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": run_train, "make-demo-data": run_make_demo_data}
+    commands = {"train": run_train, "make-demo-data": run_make_demo_data,
+                "demo-train": run_demo_train}
     if argv and argv[0] in commands:
         return guarded(commands[argv[0]], argv[1:])
     return guarded(run_train, argv)

@@ -69,6 +69,11 @@ def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
     if exported:
         lines.append(f"  exports:      {exported['exports']}  (best_config.yaml + command.sh "
                      f"per task, all_trials.csv)")
+        t = exported["timing"]
+        if t["fraction_outside_training_steps"] is not None:
+            lines.append(f"  trial time:   {t['trial_seconds']:.0f} s in {t['trials']} trials, "
+                         f"{100 * (1 - t['fraction_outside_training_steps']):.0f}% in training "
+                         f"steps, {100 * t['fraction_evaluation']:.0f}% evaluating")
     lines.append("  best per task (selection score; test mAP of the selected epoch):")
     for name, outcome in summary["tasks"].items():
         best = outcome.get("best")
@@ -108,14 +113,11 @@ def run_demo_command(argv: Sequence[str]) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ns = p.parse_args(list(argv))
     setup_logging()
-    from pu_mlc.data.demo import build_demo_dataset
+    from pu_mlc.presets import ensure_demo_data
 
     from .space import check_inputs, load_search_spec, parse_override
 
-    data = Path(ns.data).resolve()
-    if not (data / "manifest.json").exists():
-        log.info("building the demo dataset in %s", data)
-        build_demo_dataset(data)
+    data = ensure_demo_data(ns.data)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     overrides = {"fixed.data": str(data), "name": f"demo-{stamp}"}
     overrides.update(dict(parse_override(s) for s in ns.set))

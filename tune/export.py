@@ -37,6 +37,8 @@ class TrialRecord:
     config: Optional[TrainConfig]
     wall_seconds: Optional[float]
     output_dir: Path
+    train_seconds: float = 0.0           # inside training steps (all epochs)
+    eval_seconds: float = 0.0            # scoring val/test (all epochs)
 
 
 def collect_trials(experiment_dir: Path) -> list[TrialRecord]:
@@ -77,7 +79,8 @@ def collect_trials(experiment_dir: Path) -> list[TrialRecord]:
                 selected_test_map=result.get("test_mAP"),
                 params={k: trial.config.get(k) for k in searched},
                 config=cfg, wall_seconds=(trial.last_result or {}).get("time_total_s"),
-                output_dir=out))
+                output_dir=out, train_seconds=sum(h.get("train_seconds", 0.0) for h in history),
+                eval_seconds=sum(h.get("eval_seconds", 0.0) for h in history)))
     return records
 
 
@@ -114,7 +117,22 @@ def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] 
             "params": best.params, "config": str(task_out / "best_config.yaml"),
             "command": command}
     (out / "best.json").write_text(json.dumps(best_per_task, indent=2))
-    return {"exports": str(out), "tasks": best_per_task, "trials": len(records)}
+    timing = timing_summary(records)
+    (out / "timing.json").write_text(json.dumps(timing, indent=2))
+    return {"exports": str(out), "tasks": best_per_task, "trials": len(records),
+            "timing": timing}
+
+
+def timing_summary(records: list[TrialRecord]) -> dict:
+    """Where trial time went: training steps vs everything else (Ray start-up, worker groups,
+    data and model setup, evaluation, checkpoints). Trial time is Tune's ``time_total_s``."""
+    wall = sum(r.wall_seconds or 0.0 for r in records)
+    train = sum(r.train_seconds for r in records)
+    evaluation = sum(r.eval_seconds for r in records)
+    return {"trials": len(records), "trial_seconds": wall, "train_step_seconds": train,
+            "eval_seconds": evaluation,
+            "fraction_outside_training_steps": (1.0 - train / wall) if wall else None,
+            "fraction_evaluation": (evaluation / wall) if wall else None}
 
 
 def exported_config(cfg: TrainConfig, experiment_dir: Path, task: str) -> TrainConfig:
@@ -135,10 +153,11 @@ def _write_csv(path: Path, records: list[TrialRecord]) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["task", "trial_id", "status", "epochs", "selection_score",
-                    "selected_test_mAP", "wall_seconds", *params, "output_dir"])
+                    "selected_test_mAP", "wall_seconds", "train_seconds", "eval_seconds",
+                    *params, "output_dir"])
         for r in records:
             w.writerow([r.task, r.trial_id, r.status, r.epochs, r.best_score,
-                        r.selected_test_map, r.wall_seconds,
+                        r.selected_test_map, r.wall_seconds, r.train_seconds, r.eval_seconds,
                         *[r.params.get(k) for k in params], r.output_dir])
 
 

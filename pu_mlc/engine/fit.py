@@ -119,7 +119,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
     net: nn.Module = model
     if ctx.distributed:
         net = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                  broadcast_buffers=False)
+                  **_no_buffer_sync())
     if cfg.compile:
         net = torch.compile(net)
     # MixUp draws on a CPU generator: no device->host sync per step to read them.
@@ -379,6 +379,16 @@ def _restore_history(saved: list[dict], metrics: Optional[dict]) -> list[dict]:
         if "checkpoint_seconds" not in record and seconds is not None:
             record["checkpoint_seconds"] = seconds
     return saved
+
+
+def _no_buffer_sync() -> dict:
+    """DDP must not re-broadcast buffers every forward: they are constants here (eval-mode BN
+    statistics, word vectors, adjacency). torch >= 2.14 spells it ``forward_sync_buffers``."""
+    import inspect
+
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def _mix_seed(seed: int, rank: int, epoch: int) -> int:
