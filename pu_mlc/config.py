@@ -84,6 +84,9 @@ class TrainConfig:
     head: str = _opt("ssgrl", "--head", choices=HEADS,
                      help="ssgrl: semantic attention + gated GNN head (published); linear: "
                           "global average pool + linear")
+    head_dim: int = _opt(1024, "--head-dim",
+                         help="width of the ssgrl head: image features and GNN nodes (attention "
+                              "uses half). 1024 as published; smaller is much cheaper on CPU")
     word_vectors: str = _opt("glove", "--word-vectors",
                              help="class word vectors for the ssgrl head: 'glove' (GloVe 6B-50d "
                                   "of the class names) or a .npy file of shape C x d")
@@ -199,6 +202,8 @@ class TrainConfig:
         _check(cfg.stop_epoch < cfg.epochs, "stop_epoch", cfg.stop_epoch,
                f"must be below --epochs ({cfg.epochs}), the length of the OneCycle schedule")
         _check(0.0 < cfg.pct_start < 1.0, "pct_start", cfg.pct_start, "must lie in (0, 1)")
+        _check(cfg.head_dim >= 2 and cfg.head_dim % 2 == 0, "head_dim", cfg.head_dim,
+               "the ssgrl head width must be an even number >= 2 (published: 1024)")
         _check(cfg.crop_size >= 32, "crop_size", cfg.crop_size, "use at least 32 pixels")
         _check(cfg.scale_size >= cfg.crop_size // 2, "scale_size", cfg.scale_size,
                "the smallest random crop is scaleSize/2; keep scaleSize >= cropSize/2")

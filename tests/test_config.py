@@ -60,7 +60,8 @@ def test_yaml_with_a_wrongly_typed_value_names_the_field(tmp_path):
                                       ("--alpha=-1", "must be > 0"),
                                       ("--ema=1.0", r"\[0, 1\)"),
                                       ("--Stop_epoch=80", "below --epochs"),
-                                      ("--loss=bce --prob=0.5", "partial_bce")])
+                                      ("--loss=bce --prob=0.5", "partial_bce"),
+                                      ("--head-dim=3", "even number")])
 def test_invalid_values_are_refused_naming_the_flag_and_the_fix(flag, fix):
     cfg = TrainConfig.from_cli(["/d", *flag.split()])
     with pytest.raises(ConfigError, match=fix) as err:

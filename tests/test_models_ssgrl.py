@@ -81,3 +81,33 @@ def test_every_head_parameter_receives_a_gradient_except_softmax_shifts():
             assert p.grad.abs().max() < 1e-10, name
         else:
             assert p.grad.abs().max() > 0, name
+
+
+def test_a_narrower_head_scales_every_width_and_still_computes_the_published_formulas():
+    from pu_mlc.models.heads import create_head
+
+    rng = np.random.default_rng(1)
+    words = rng.normal(size=(C, D_W)).astype(np.float32)
+    adjacency = rng.random((C, C)).astype(np.float32)
+    torch.manual_seed(1)
+    head = create_head("ssgrl", IN_CH, C, word_vectors=words, adjacency=adjacency,
+                       head_dim=64).double().eval()
+    assert head.reduce[0].weight.shape == (64, IN_CH, 1, 1)
+    assert head.semantic.fc1.weight.shape == (32, 64)
+    assert head.gnn.fc_1_w.weight.shape == (64, 128)
+    assert head.classifier.weight.shape == (C, 64)
+    x = torch.randn(2, IN_CH, 3, 4, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), reference_logits(head, x), rtol=1e-10, atol=1e-12)
+
+
+def test_an_odd_head_width_is_refused_naming_the_flag():
+    import pytest
+
+    from pu_mlc.errors import ConfigError
+    from pu_mlc.models.heads import create_head
+
+    words = np.zeros((C, D_W), np.float32)
+    with pytest.raises(ConfigError, match="--head-dim"):
+        create_head("ssgrl", IN_CH, C, word_vectors=words, adjacency=np.eye(C, dtype=np.float32),
+                    head_dim=7)

@@ -92,7 +92,8 @@ def _build_model(cfg: TrainConfig, data: RunData) -> nn.Module:
     torch.manual_seed(cfg.seed)            # same initial weights on every rank
     return build_model(cfg.model_name, data.num_classes, head=cfg.head,
                        word_vectors=data.word_vectors, adjacency=data.adjacency,
-                       pretrained=cfg.pretrained_model, lgc=cfg.lgc, lgc_impl=cfg.lgc_impl)
+                       pretrained=cfg.pretrained_model, lgc=cfg.lgc, lgc_impl=cfg.lgc_impl,
+                       head_dim=cfg.head_dim)
 
 
 def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,

@@ -33,8 +33,10 @@ class LinearHead(nn.Module):
 
 def create_head(name: str, in_channels: int, num_classes: int, *,
                 word_vectors: Optional[np.ndarray] = None,
-                adjacency: Optional[np.ndarray] = None) -> nn.Module:
+                adjacency: Optional[np.ndarray] = None, head_dim: int = 1024) -> nn.Module:
     """Build the head ``name`` on top of ``in_channels`` backbone channels.
+
+    ``head_dim`` is the ssgrl head's width (published 1024; its attention uses half of it).
 
     ``word_vectors`` (C x d) and ``adjacency`` (C x C) must already be validated
     (:func:`pu_mlc.models.pumlc.build_model` does it); the ``ssgrl`` head requires both.
@@ -48,5 +50,9 @@ def create_head(name: str, in_channels: int, num_classes: int, *,
             raise ConfigError(f"head (--head) = 'ssgrl' needs {' and '.join(missing)} (class "
                               f"word vectors C x d, label co-occurrence C x C); pass them or use "
                               f"--head linear")
-        return SSGRLHead(in_channels, word_vectors, adjacency)
+        if head_dim < 2 or head_dim % 2:
+            raise ConfigError(f"head width (--head-dim) = {head_dim!r}: must be an even number "
+                              f">= 2 (published: 1024)")
+        return SSGRLHead(in_channels, word_vectors, adjacency, feature_dim=head_dim,
+                         attention_dim=head_dim // 2, output_dim=head_dim)
     raise ConfigError(f"head (--head) = {name!r}: choose one of {', '.join(HEADS)}")

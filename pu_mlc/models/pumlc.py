@@ -104,7 +104,7 @@ def _check_matrix(name: str, value: np.ndarray, rows: int, cols: Optional[int],
 def build_model(model_name: str, num_classes: int, *, head: str = "ssgrl",
                 word_vectors: Optional[np.ndarray] = None,
                 adjacency: Optional[np.ndarray] = None, pretrained: Optional[str] = None,
-                lgc: bool = True, lgc_impl: str = "fast") -> PUMLCNet:
+                lgc: bool = True, lgc_impl: str = "fast", head_dim: int = 1024) -> PUMLCNet:
     """Build a PU-MLC network: backbone -> pretrained weights -> LGC conversion -> head.
 
     ``model_name``: ``resnet101``/``resnet50`` (torchvision layout) or a timm name;
@@ -112,7 +112,8 @@ def build_model(model_name: str, num_classes: int, *, head: str = "ssgrl",
     required by the ``ssgrl`` head; ``pretrained``: see
     :func:`pu_mlc.models.pretrained.load_pretrained`;
     ``lgc``/``lgc_impl``: add the local-global branch to every 3x3 conv, in the fast or literal
-    implementation (same function, same parameters).
+    implementation (same function, same parameters); ``head_dim``: the ssgrl head's width
+    (published 1024).
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
             or num_classes < 1:
@@ -135,7 +136,8 @@ def build_model(model_name: str, num_classes: int, *, head: str = "ssgrl",
     if lgc:
         convert_to_lgc(backbone, impl=lgc_impl)
     head_module = create_head(head, backbone.out_channels, int(num_classes),
-                              word_vectors=word_vectors, adjacency=adjacency)
+                              word_vectors=word_vectors, adjacency=adjacency,
+                              head_dim=int(head_dim))
     model = PUMLCNet(backbone, head_module, report)
     counts = model.parameter_counts()
     log.info("model %s + %s head: %s parameters (%s trainable; LGC %s, head %s)", model_name,
