@@ -360,9 +360,29 @@ def _final_line(result: dict) -> str:
             f"{r['selected_epoch'] - 1}, selected by {r['selection_metric']})")
 
 
+class _RunLogFile(logging.FileHandler):
+    """``train.log`` of one run: every record of the process while the run lasts.
+
+    The per-epoch lines are INFO records of ``pu_mlc``; a caller that never configured logging
+    (root at WARNING) would otherwise get an empty file, so the package logger is lowered to INFO
+    for the run and restored on close.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._package = logging.getLogger("pu_mlc")
+        self._saved_level = self._package.level
+        if self._package.getEffectiveLevel() > logging.INFO:
+            self._package.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        self._package.setLevel(self._saved_level)
+        super().close()
+
+
 def _attach_log_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = _RunLogFile(path)
     logging.getLogger().addHandler(handler)
     return handler
 
