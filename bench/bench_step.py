@@ -229,7 +229,7 @@ def render(rows: list[dict], device: torch.device) -> str:
         out.append([name, lgc, prec, "channels_last" if s["channels_last"] else "NCHW",
                     {"single": "foreach=False", "fused": "fused", "default": "default"}[s["adam"]],
                     "1 fused" if s["fused_step"] else "2", "ASL loop" if s["ema"] == "asl"
-                    else "timm V3", common.fmt(r["images_per_s"]), common.fmt(r["ms_per_step"]),
+                    else "trainable lerp", common.fmt(r["images_per_s"]), common.fmt(r["ms_per_step"]),
                     common.fmt(r["peak_gib"], 2),
                     (f"{r['speedup_vs_published']:.2f}x" if r["speedup_vs_published"] else "n/a"),
                     (f"{r['memory_vs_published']:.2f}x" if r["memory_vs_published"] else "n/a")])

@@ -303,7 +303,7 @@ class PathSpec:
     channels_last: bool
     adam: str                   # 'single' (foreach=False) | 'fused' | 'default'
     fused_step: bool            # one forward on cat(x, x_mix) vs two passes
-    ema: str                    # 'asl' | 'timm_v3'
+    ema: str                    # 'asl' | 'trainable'
     compile: bool = False
     note: str = ""
 
@@ -326,7 +326,7 @@ def ours_spec(device: torch.device, precision: str = "auto", compile: bool = Fal
     prec = resolve_precision(precision, device).name
     return PathSpec(
         name="ours_compiled" if compile else "ours", lgc=True, lgc_impl="fast", precision=prec,
-        channels_last=cuda, adam="fused" if cuda else "default", fused_step=True, ema="timm_v3",
+        channels_last=cuda, adam="fused" if cuda else "default", fused_step=True, ema="trainable",
         compile=compile)
 
 
