@@ -20,25 +20,9 @@ from pu_mlc.config import TrainConfig
 from pu_mlc.engine import fit
 from pu_mlc.engine.outputs import write_json_atomic
 from pu_mlc.engine.selection import Selection
+from engine_helpers import one_torch_thread, small_config  # noqa: F401 (autouse fixture)
 
 fit_module = importlib.import_module("pu_mlc.engine.fit")   # the package re-exports fit()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: CPU runs stay fast when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def small_config(data: Path, out: Path, **changes) -> TrainConfig:
-    base = dict(data=str(data), dataset="coco", model_name="tf_efficientnet_lite0",
-                pretrained_model="builtin", scale_size=32, crop_size=32, batch_size=4,
-                stop_epoch=0, workers=0, device="cpu", prob=0.5, output_dir=str(out))
-    base.update(changes)
-    return TrainConfig(**base)
 
 
 def leftover_temporaries(root: Path) -> list[Path]:
