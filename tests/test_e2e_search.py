@@ -93,6 +93,18 @@ def test_the_search_prints_where_results_are_and_the_best_map_per_task(demo_sear
                    for line in out.splitlines()), out
 
 
+def test_the_trial_time_split_adds_up_and_is_printed(demo_search):
+    exp, proc = demo_search
+    timing = json.loads((exp / "exports" / "timing.json").read_text())
+    assert timing["trials"] == TRIALS * len(TASKS)
+    assert 0 < timing["train_step_seconds"] < timing["trial_seconds"]
+    assert 0 < timing["eval_seconds"] < timing["trial_seconds"]
+    outside = timing["fraction_outside_training_steps"]
+    assert outside == 1 - timing["train_step_seconds"] / timing["trial_seconds"]
+    assert timing["fraction_evaluation"] < outside < 1
+    assert f"{100 * (1 - outside):.0f}% in training steps" in proc.stdout
+
+
 def test_export_writes_configs_commands_and_a_csv_of_all_trials(demo_search):
     exp, _ = demo_search
     proc = run_entry(["export", str(exp), "--out", str(exp / "exports2")], timeout=120)
