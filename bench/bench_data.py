@@ -254,12 +254,7 @@ def get_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = get_args(argv)
-    device = common.pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for k, v in DEFAULTS["cuda" if device.type == "cuda" else "cpu"].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    device = common.resolve_device_args(args, DEFAULTS)
     args.scale = args.scale or int(round(args.size * 512 / 448))
     if args.workers is None:
         args.workers = min(8, max(1, (os.cpu_count() or 2) - 1))

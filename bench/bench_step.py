@@ -78,12 +78,7 @@ def get_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = get_args(argv)
-    device = common.pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for k, v in DEFAULTS["cuda" if device.type == "cuda" else "cpu"].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    device = common.resolve_device_args(args, DEFAULTS)
     if "ours_compiled" in args.paths:
         if not args.compile_cache:
             args.compile_cache = tempfile.mkdtemp(prefix="pumlc_inductor_")

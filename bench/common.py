@@ -81,6 +81,18 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def resolve_device_args(args, defaults: dict) -> torch.device:
+    """The device of ``args.device``, ``args.threads`` applied, and every size flag left unset
+    filled from ``defaults['cuda' | 'cpu']``: the common start of the bench scripts."""
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for k, v in defaults["cuda" if device.type == "cuda" else "cpu"].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return device
+
+
 def environment(device: torch.device) -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(),
            "device": str(device), "cpu_threads": torch.get_num_threads(),

@@ -15,26 +15,12 @@ from timm.layers import create_conv2d
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from bench.gpu_parity import randomise_branch_bn, rel  # the device check's own helpers
 from pu_mlc.models import LocalGlobalConv, build_model, lgc_modules, set_lgc_impl
 
 # gradients that are exactly zero in both forms: a softmax is invariant to a constant shift of its
 # logits, so biases that only shift them (fc3's passes through the linear fc4) get no gradient
 ZERO_GRAD = ("agg_attn.bias", "semantic.fc3.bias", "semantic.fc4.bias")
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
-
-
-def randomise_branch_bn(module: nn.Module, gen: torch.Generator) -> None:
-    """O(1) BN weights and non-trivial running statistics in every global branch."""
-    with torch.no_grad():
-        for lgc in lgc_modules(module):
-            bn = lgc.global_branch.norm
-            bn.weight.copy_(torch.randn(bn.weight.shape, generator=gen))
-            bn.bias.copy_(torch.randn(bn.bias.shape, generator=gen))
-            bn.running_mean.copy_(0.1 * torch.randn(bn.running_mean.shape, generator=gen))
-            bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=gen))
 
 
 def make_conv(kind: str, c_in: int, c_out: int, stride: int) -> nn.Conv2d:
