@@ -12,9 +12,11 @@ The published PU-MLC step (the official code, derived from ASL) and the step our
     and ASL's ``ModelEma`` (a Python loop over the whole ``state_dict``, one
     ``decay * e + (1 - decay) * m`` per tensor, after every step).
 ``ours``
-    what ``fit`` runs by default: ``lgc_impl='fast'``, bf16 autocast without a scaler where the
-    GPU supports it (fp32 on CPU), channels_last on CUDA, fused Adam on CUDA, the fused single
-    forward pass (``compute_loss(fused=True)``), OneCycle, the engine's ``TrainableStateEma`` (one foreach lerp over the trainable tensors) per step.
+    the engine's own :class:`pu_mlc.engine.recipe.Recipe`, built from a ``TrainConfig`` exactly as
+    ``fit`` builds it, and its ``train_step`` (the one step ``fit`` runs): ``lgc_impl='fast'``,
+    bf16 autocast without a scaler where the GPU supports it (fp32 on CPU), channels_last on
+    CUDA, fused Adam on CUDA, the fused single forward pass, OneCycle, ``TrainableStateEma`` (one
+    foreach lerp over the trainable tensors) per step. Nothing of it is re-implemented here.
 ``published_nolgc``
     the published step on the same network without the local-global branches: a reference
     ceiling (what the step would cost if the branches were free).
@@ -52,18 +54,17 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 
+from pu_mlc.config import TrainConfig  # noqa: E402
 from pu_mlc.data.partial import label_cooccurrence, partial_labels  # noqa: E402
+from pu_mlc.engine.distributed import DistContext  # noqa: E402
 from pu_mlc.engine.precision import Precision, resolve_precision  # noqa: E402
+from pu_mlc.engine.recipe import Recipe  # noqa: E402
 from pu_mlc.engine.step import compute_loss, optimizer_step  # noqa: E402
 from pu_mlc.losses import PULoss  # noqa: E402
 from pu_mlc.models import build_model, set_lgc_impl  # noqa: E402
 
-#: Published COCO settings (SPEC §2, §4).
-LR = 1e-4
-WEIGHT_DECAY = 1e-4
-EMA_DECAY = 0.9997
-ALPHA, GAMMA = 1.0, 0.55
-MIXUP_ALPHA = 0.3
+#: The published COCO setting (SPEC §2, §4) is TrainConfig's default; both paths train with it.
+PUBLISHED = TrainConfig()
 LABEL_PROB = 0.1            # fraction of label entries kept (MLC-PL, 10% labels)
 POSITIVES_PER_IMAGE = 2.9   # COCO-2014's mean
 WORD_DIM = 300              # GloVe 300-d in the paper; random vectors here
@@ -293,7 +294,7 @@ class PublishedModelEma(nn.Module):
     """ASL's ``ModelEma`` as the official PU-MLC code uses it: one Python-level update per entry of
     the whole ``state_dict`` (frozen weights and buffers included), after every step."""
 
-    def __init__(self, model: nn.Module, decay: float = EMA_DECAY):
+    def __init__(self, model: nn.Module, decay: float = PUBLISHED.ema):
         super().__init__()
         self.module = copy.deepcopy(model)
         self.module.eval()
@@ -343,10 +344,12 @@ def ours_spec(device: torch.device, precision: str = "auto", compile: bool = Fal
 
 
 class Trainer:
-    """One path's model, optimizer, scheduler, EMA and scaler on the device, and its step.
+    """One path's network on the device and its training step.
 
-    ``step`` is the body of ``pu_mlc.engine.fit._train_one_epoch`` (input layout, loss, backward,
-    update, scheduler, EMA) with the path's choices.
+    ``ours``: the engine's :class:`Recipe` built from the published ``TrainConfig`` (precision
+    and compile from the spec), and ``step`` is :meth:`Recipe.train_step`, the step ``fit`` runs.
+    ``published``: the official code's choices (single-tensor Adam, ASL's ``ModelEma``, two
+    forward passes, fp16 + GradScaler on CUDA) with the same published hyper-parameters.
     """
 
     def __init__(self, master: nn.Module, spec: PathSpec, device: torch.device, *, seed: int = 0,
@@ -357,28 +360,29 @@ class Trainer:
         if spec.lgc:
             set_lgc_impl(model, spec.lgc_impl)
         model.to(device)
-        if spec.channels_last:
-            model.to(memory_format=torch.channels_last)
         model.train()
         self.model = model
-        params = model.trainable_parameters()
-        kwargs: dict[str, Any] = {}
-        if spec.adam == "single":
-            kwargs = {"foreach": False}
-        elif spec.adam == "fused":
-            kwargs = {"fused": True}
-        self.optimizer = torch.optim.Adam(params, lr=LR, weight_decay=WEIGHT_DECAY, **kwargs)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=LR, epochs=80, steps_per_epoch=steps_per_epoch, pct_start=0.2)
-        if spec.ema == "asl":
-            self.ema: nn.Module = PublishedModelEma(model)
-        else:
-            from pu_mlc.engine.ema import TrainableStateEma   # what fit uses
-            self.ema = TrainableStateEma(model, decay=EMA_DECAY)
         self.precision: Precision = resolve_precision(spec.precision, device)
-        self.scaler = self.precision.grad_scaler()
-        self.criterion = PULoss(alpha=ALPHA, gamma=GAMMA)
-        self.net: nn.Module = torch.compile(model) if spec.compile else model
+        self.recipe: Optional[Recipe] = None
+        if spec.name.startswith("ours"):
+            cfg = PUBLISHED.replace(precision=spec.precision, compile=spec.compile,
+                                    channels_last=spec.channels_last)
+            self.recipe = Recipe.build(cfg, model, steps_per_epoch,
+                                       DistContext(0, 1, 0, device), self.precision)
+            self.net, self.ema, self.scaler = self.recipe.net, self.recipe.ema, self.recipe.scaler
+        else:
+            if spec.channels_last:
+                model.to(memory_format=torch.channels_last)
+            kwargs: dict[str, Any] = {"foreach": False} if spec.adam == "single" else {}
+            self.optimizer = torch.optim.Adam(model.trainable_parameters(), lr=PUBLISHED.lr,
+                                              weight_decay=PUBLISHED.weight_decay, **kwargs)
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                self.optimizer, max_lr=PUBLISHED.lr, epochs=PUBLISHED.epochs,
+                steps_per_epoch=steps_per_epoch, pct_start=PUBLISHED.pct_start)
+            self.ema = PublishedModelEma(model)
+            self.scaler = self.precision.grad_scaler()
+            self.criterion = PULoss(alpha=PUBLISHED.alpha, gamma=PUBLISHED.gamma)
+            self.net = torch.compile(model) if spec.compile else model
         # MixUp draws on a CPU generator in both paths, as fit does (and the published code drew
         # its permutation and Beta sample on the CPU): identical draws, no device->host sync
         self.generator = torch.Generator()
@@ -397,8 +401,10 @@ class Trainer:
 
     def step(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = self.prepare(x)
+        if self.recipe is not None:
+            return self.recipe.train_step(x, targets, self.generator)
         loss, _ = compute_loss(self.net, x, targets, self.criterion, self.precision,
-                               mixup_alpha=MIXUP_ALPHA, generator=self.generator,
+                               mixup_alpha=PUBLISHED.mixup_alpha, generator=self.generator,
                                fused=self.spec.fused_step)
         optimizer_step(loss, self.optimizer, self.scaler)
         self.scheduler.step()
@@ -409,7 +415,7 @@ class Trainer:
         return self.ema.module
 
     def close(self) -> None:
-        for name in ("net", "model", "optimizer", "scheduler", "ema", "scaler"):
+        for name in ("net", "model", "optimizer", "scheduler", "ema", "scaler", "recipe"):
             setattr(self, name, None)
         free_memory()
 
@@ -451,7 +457,7 @@ def timed_steps(trainer: Trainer, x: torch.Tensor, targets: torch.Tensor, *, war
 def _first_losses(master: nn.Module, x: torch.Tensor, targets: torch.Tensor,
                   device: torch.device, dtype: torch.dtype, seed: int) -> dict:
     fp32 = resolve_precision("fp32", device)      # no autocast: the model's own dtype
-    crit = PULoss(alpha=ALPHA, gamma=GAMMA)
+    crit = PULoss(alpha=PUBLISHED.alpha, gamma=PUBLISHED.gamma)
     out = {}
     for name, impl, cl, fused in (("published", "literal", False, False),
                                   ("ours", "fast", device.type == "cuda", True)):
@@ -465,7 +471,8 @@ def _first_losses(master: nn.Module, x: torch.Tensor, targets: torch.Tensor,
         gen = torch.Generator(device=device).manual_seed(seed)
         with torch.no_grad():
             loss, logits = compute_loss(model, xd, targets.to(device), crit, fp32,
-                                        mixup_alpha=MIXUP_ALPHA, generator=gen, fused=fused)
+                                        mixup_alpha=PUBLISHED.mixup_alpha, generator=gen,
+                                        fused=fused)
         out[name] = (float(loss), logits.double().cpu())
         del model, xd, loss, logits
         free_memory()

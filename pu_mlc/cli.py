@@ -1,7 +1,9 @@
-"""Command line of the library: ``train`` (one run, the paper's flags) and ``make-demo-data``.
+"""The ``pu-mlc`` command (also ``python -m pu_mlc`` and ``train_entry.py``).
 
-``train_entry.py`` dispatches here; the Ray subcommands (``search``, ``export``) live in
-``tune.cli`` so a single training run never imports Ray.
+Subcommands: ``train`` (one run; the default, so the paper's command lines work unchanged),
+``evaluate`` and ``predict`` (a run's ``best.pt``), ``make-demo-data`` and ``demo-train`` (the
+built-in dataset), and the search side ``search``, ``export``, ``demo``, which live in
+``tune.cli`` and are imported only when asked for, so a single training run never imports Ray.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from .config import TrainConfig
 from .errors import PUMLCError
 
 log = logging.getLogger("pu_mlc")
@@ -30,46 +31,23 @@ def setup_logging(verbose: bool = False) -> None:
                         datefmt="%H:%M:%S", force=True)
 
 
-def train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="train_entry.py [train]",
-        description="Train one PU-MLC model. Accepts the published command line unchanged, e.g. "
-                    "python -m torch.distributed.launch --nproc_per_node=2 --use_env "
-                    "train_entry.py /data/coco --dataset=COCO2014 --b=35 ...")
-    TrainConfig.add_arguments(parser)
-    # torch.distributed.launch without --use_env appends --local_rank/--local-rank: accept it.
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--config", default=None,
-                        help="YAML file of config fields (e.g. an exported best config); flags "
-                             "given on the command line override it")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
-    return parser
-
-
-def config_from_args(argv: Sequence[str]) -> tuple[TrainConfig, argparse.Namespace]:
-    parser = train_parser()
-    ns = parser.parse_args(list(argv))
-    if ns.local_rank is not None and "LOCAL_RANK" not in os.environ:
-        os.environ["LOCAL_RANK"] = str(ns.local_rank)
-    base = TrainConfig.from_yaml(ns.config).to_dict(include_run_control=True) if ns.config \
-        else {}
-    given = {k: v for k, v in vars(ns).items() if k in TrainConfig.__dataclass_fields__}
-    return TrainConfig.from_dict({**base, **given}, source="command line").normalized(), ns
-
-
 def run_train(argv: Sequence[str]) -> int:
-    cfg, ns = config_from_args(argv)
+    from .config import parse_train_args
+
+    cfg, ns = parse_train_args(argv, prog=_prog("train"))
     setup_logging(ns.verbose)
     from .engine import fit
 
     result = fit(cfg)
     if process_rank() == 0:
         r = result["result"]
+        out = os.path.abspath(result["config"]["output_dir"])
         if r["test_mAP"] is not None:
             print(f"test mAP {r['test_mAP']:.2f} ({cfg.protocol} protocol; selected "
-                  f"{r['selected_model']} model at epoch {r['selected_epoch'] - 1}); "
-                  f"results in {os.path.abspath(cfg.output_dir)}")
+                  f"{r['selected_model']} model at epoch {r['selected_epoch']}); results in "
+                  f"{out}")
+        else:
+            print(f"no epoch trained; results in {out}")
     return 0
 
 
@@ -83,7 +61,7 @@ def run_make_demo_data(argv: Sequence[str]) -> int:
                 inspect.signature(build_demo_dataset).parameters.items()
                 if v.default is not inspect.Parameter.empty}
     parser = argparse.ArgumentParser(
-        prog="train_entry.py make-demo-data",
+        prog=_prog("make-demo-data"), allow_abbrev=False,
         description="Build the built-in multi-label dataset from real Fashion-MNIST photos (a "
                     "COCO-format dataset: train with --dataset coco OUT_DIR). Defaults: the "
                     "COCO-like setting (small items); --preset: the CPU demo preset.")
@@ -123,14 +101,12 @@ def run_demo_train(argv: Sequence[str]) -> int:
     from .presets import demo_train_argv, ensure_demo_data
 
     parser = argparse.ArgumentParser(
-        prog="train_entry.py demo-train", description=run_demo_train.__doc__ +
+        prog=_prog("demo-train"), allow_abbrev=False, description=run_demo_train.__doc__ +
         " Any training flag after the options overrides the preset (e.g. --prob=1 --loss=bce).")
     parser.add_argument("--data", default="demo_data")
     ns, extra = parser.parse_known_args(list(argv))
     setup_logging()
     data = ensure_demo_data(ns.data)
-    if not any(a.startswith(("--output-dir", "-o")) for a in extra):
-        extra = [*extra, "--output-dir=runs/demo-train"]
     return run_train(demo_train_argv(data, extra))
 
 
@@ -146,10 +122,65 @@ def guarded(fn, argv: Sequence[str]) -> int:
         return 2
 
 
+USAGE = """usage: {prog} COMMAND [ARGS]   (COMMAND --help for its flags)
+
+  train DATA_ROOT [flags]        train one model; the paper's flags, e.g. --dataset=COCO2014
+                                 --b=35 --Stop_epoch=40 (the word 'train' may be left out;
+                                 --config FILE replaces DATA_ROOT when FILE has 'data')
+  evaluate CHECKPOINT DATA_ROOT  mAP, per-class AP, OF1/CF1 of a run's best.pt on a split
+  predict CHECKPOINT IMAGE...    a CSV of label scores per image
+  search --space FILE.yaml       Ray Tune + Optuna search (needs pu-mlc[search])
+  export EXPERIMENT_DIR          best config and command per task of a search
+  demo                           build the built-in dataset and run the demo search
+  make-demo-data OUT_DIR         build the built-in multi-label dataset of real photos
+  demo-train                     the CPU demo preset: one run on the built-in dataset
+"""
+
+SEARCH_COMMANDS = ("search", "export", "demo")
+
+
+def _run_evaluate(argv: Sequence[str]) -> int:
+    from .inference_cli import run_evaluate
+
+    return run_evaluate(argv)
+
+
+def _run_predict(argv: Sequence[str]) -> int:
+    from .inference_cli import run_predict
+
+    return run_predict(argv)
+
+
+def _prog(command: Optional[str] = None) -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    prog = "train_entry.py" if name == "train_entry.py" else "pu-mlc"
+    return f"{prog} {command}" if command else prog
+
+
+def run_search_side(argv: Sequence[str]) -> int:
+    """``search``/``export``/``demo``: the Ray side, imported only now."""
+    import importlib.util
+
+    missing = [m for m in ("ray", "optuna", "tune") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"error: '{argv[0]}' needs the search extra (not installed: "
+              f"{', '.join(missing)}); install it with pip install 'pu-mlc[search]'",
+              file=sys.stderr)
+        return 2
+    from tune.cli import main as tune_main
+
+    return tune_main(list(argv))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(prog=_prog()))
+        return 0 if argv else 2
+    if argv[0] in SEARCH_COMMANDS:
+        return run_search_side(argv)
     commands = {"train": run_train, "make-demo-data": run_make_demo_data,
-                "demo-train": run_demo_train}
-    if argv and argv[0] in commands:
+                "demo-train": run_demo_train, "evaluate": _run_evaluate, "predict": _run_predict}
+    if argv[0] in commands:
         return guarded(commands[argv[0]], argv[1:])
     return guarded(run_train, argv)

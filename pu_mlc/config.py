@@ -2,51 +2,70 @@
 
 ``TrainConfig`` is the contract of the whole project. The published command line of the paper
 (``--Stop_epoch``, ``--b``, ``--pretrainedModel`` ...) parses into it, a YAML search space
-produces one per trial, a finished trial exports it as YAML and as the exact ``train_entry.py``
-command that reproduces it. Every field is declared once, below, with the flag that sets it, so a
-field that exists in one of these places exists in all of them (``tests/test_config.py`` checks
-the round trips).
+produces one per trial, Ray pickles it to the trial's workers as it is, the engine runs it, and a
+finished run writes it as ``config.yaml`` and as the exact command that reproduces it. Every
+field is declared once, below, with the flag that sets it, so a field that exists in one of these
+places exists in all of them (``tests/test_config.py`` checks the round trips).
+
+A ``TrainConfig`` is frozen and checked when it is made: every value is validated once, here,
+with a message naming the YAML key and the flag, and no later layer checks it again. Choice lists
+live in the modules that own them (losses, models, engine, data); this module only collects them.
+
+Epochs are counted one way: ``train_epochs`` epochs numbered 1..train_epochs in logs, TensorBoard,
+ASHA, ``metrics.json`` and checkpoints. The published ``--Stop_epoch N`` (epochs 0..N run) keeps
+its meaning at the flag and is converted once, there: ``train_epochs = N + 1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
+import os
 import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
-from .errors import ConfigError
+from .data.splits import DATASETS
+from .engine.data_setup import DATA_PIPELINES
+from .engine.distributed import DEVICES
+from .engine.precision import PRECISIONS
+from .engine.protocols import F1_MODES, PROTOCOLS
+from .errors import ConfigError, PUMLCError
+from .losses.factory import LOSS_NAMES as LOSSES
+from .models.heads import HEADS
+from .models.lgc import LGC_IMPLS
 
-#: Dataset names accepted by ``--dataset`` (case-insensitive on input, canonical spelling here).
-DATASETS = ("COCO2014", "VOC2007", "coco")
-LOSSES = ("pu", "bce", "partial_bce", "assume_negative_bce", "asl")
-HEADS = ("ssgrl", "linear")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-PROTOCOLS = ("paper", "honest")
-DEVICES = ("auto", "cpu", "cuda")
-LGC_IMPLS = ("fast", "literal")
-DATA_PIPELINES = ("auto", "pil", "tensor")
+#: Named bundles of field values; ``--preset NAME`` applies one below the explicit flags.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The official run exactly: fp16 autocast + GradScaler, decoding and augmentation with PIL in
+    # the loader processes, best epoch picked on the test set, OF1/CF1 as the official code
+    # reports them (each the best over thresholds 0.01..0.99 on the test labels).
+    "paper": {"precision": "fp16", "data_pipeline": "pil", "protocol": "paper",
+              "f1_thresholds": "sweep"},
+}
 
 
 def _opt(default: Any, *flags: str, help: str, choices: Optional[Sequence[str]] = None,
-         published: bool = False, run_control: bool = False, metavar: Optional[str] = None):
+         published: bool = False, run_control: bool = False, metavar: Optional[str] = None,
+         more_flags: Sequence[str] = ()):
     """Declare a config field together with its command-line flags.
 
     ``published`` marks flags of the paper's ``train.py`` (kept spelled as published);
     ``run_control`` marks fields that steer *this run* (overwrite, resume) and are not part of
-    the experiment, so they are left out of exported configs and commands.
+    the experiment, so they are left out of exported configs and commands; ``more_flags`` are
+    further spellings of ours for the same field.
     """
     return field(default=default, metadata={
         "flags": flags, "help": help, "choices": choices, "published": published,
-        "run_control": run_control, "metavar": metavar})
+        "run_control": run_control, "metavar": metavar, "more_flags": tuple(more_flags)})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Every field of one PU-MLC training run (defaults: the paper's COCO setting, full labels)."""
 
@@ -72,7 +91,8 @@ class TrainConfig:
                                  help="drop (and count) unreadable images instead of stopping")
     data_pipeline: str = _opt("auto", "--data-pipeline", choices=DATA_PIPELINES,
                               help="pil: decode+augment in loader processes (published); tensor: "
-                                   "decode+augment on the training device; auto: tensor on CUDA")
+                                   "decode+augment on the training device; auto: tensor on CUDA. "
+                                   "A run records the one it used")
     # --- model -------------------------------------------------------------------------------
     model_name: str = _opt("resnet101", "--model-name", "--backbone", published=True,
                            help="backbone: resnet101/resnet50 (torchvision layout) or any timm "
@@ -87,9 +107,11 @@ class TrainConfig:
     head_dim: int = _opt(1024, "--head-dim",
                          help="width of the ssgrl head: image features and GNN nodes (attention "
                               "uses half). 1024 as published; smaller is much cheaper on CPU")
-    word_vectors: str = _opt("glove", "--word-vectors",
-                             help="class word vectors for the ssgrl head: 'glove' (GloVe 6B-50d "
-                                  "of the class names) or a .npy file of shape C x d")
+    word_vectors: str = _opt("auto", "--word-vectors",
+                             help="class word vectors of the ssgrl head: 'auto' (the paper's "
+                                  "300-d GloVe vectors for COCO2014/VOC2007, shipped; GloVe "
+                                  "6B-50d averages of the class names otherwise), 'published', "
+                                  "'glove', or a .npy file of shape C x d")
     lgc: bool = _opt(True, "--lgc", help="add the local-global branch to every 3x3 conv")
     lgc_impl: str = _opt("fast", "--lgc-impl", choices=LGC_IMPLS,
                          help="fast: algebraically rewritten branch (same function); literal: "
@@ -113,15 +135,18 @@ class TrainConfig:
     weight_decay: float = _opt(1e-4, "--weight-decay", help="Adam weight decay")
     ema: float = _opt(0.9997, "--ema", published=True, help="EMA decay, applied every step")
     epochs: int = _opt(80, "--epochs", help="OneCycle schedule length in epochs")
-    stop_epoch: int = _opt(40, "--Stop_epoch", published=True,
-                           help="last epoch trained (epochs 0..Stop_epoch run); cuts the schedule")
+    train_epochs: int = _opt(41, "--Stop_epoch", published=True, more_flags=("--train-epochs",),
+                             help="epochs trained, numbered 1..train_epochs; cuts the OneCycle "
+                                  "schedule. Published --Stop_epoch N = epochs 0..N = "
+                                  "train_epochs N+1 (--train-epochs sets the count directly)")
     pct_start: float = _opt(0.2, "--pct-start", help="OneCycle warm-up fraction")
     seed: int = _opt(0, "--seed", help="seed of training randomness (the label mask is always "
                                        "seed 0, as published)")
     # --- execution ---------------------------------------------------------------------------
     precision: str = _opt("auto", "--precision", choices=PRECISIONS,
                           help="autocast dtype: auto = bf16 on CUDA when supported, else fp32 "
-                               "on CPU; fp16 uses a GradScaler as published")
+                               "on CPU; fp16 uses a GradScaler as published. A run records the "
+                               "one it used")
     device: str = _opt("auto", "--device", choices=DEVICES, help="training device")
     channels_last: bool = _opt(True, "--channels-last",
                                help="channels_last memory format on CUDA (ignored on CPU)")
@@ -134,11 +159,17 @@ class TrainConfig:
                          help="paper: best epoch chosen on the test set, as published "
                               "(optimistic); honest: chosen on a validation split, test mAP of "
                               "that epoch reported")
+    f1_thresholds: str = _opt("fixed", "--f1-thresholds", choices=F1_MODES,
+                              help="OF1/CF1 shown per epoch: fixed = at score 0.5; sweep = each "
+                                   "the best over thresholds 0.01..0.99 on the evaluated labels, "
+                                   "as the official code reports them (optimistic)")
     val_fraction: float = _opt(0.1, "--val-fraction",
                                help="honest protocol: fraction of training images held out for "
                                     "validation when the dataset has no val split")
-    output_dir: str = _opt("runs/train", "--output-dir", "-o",
-                           help="where checkpoints, metrics.json and TensorBoard files go")
+    output_dir: Optional[str] = _opt(None, "--output-dir", "-o",
+                                     help="where checkpoints, metrics.json and TensorBoard files "
+                                          "go (default: a new folder runs/train/DATE-TIME-"
+                                          "DATASET-MODEL per run)")
     tensorboard_dir: Optional[str] = _opt(None, "--tensorboard-dir",
                                           help="TensorBoard run directory (default: "
                                                "OUTPUT_DIR/tensorboard)")
@@ -148,100 +179,51 @@ class TrainConfig:
                         help="continue from OUTPUT_DIR/checkpoints/last.pt")
 
     # ------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        for name, value in _normalized(self).items():
+            object.__setattr__(self, name, value)
+        _validate(self)
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with ``changes`` applied; the copy is validated like any new config."""
         return dataclasses.replace(self, **changes)
 
-    # --- normalisation and validation ----------------------------------------------------------
-    def normalized(self) -> "TrainConfig":
-        """Canonical spellings: dataset names, ``'None'`` strings, absolute-free paths kept as given."""
-        changes: dict[str, Any] = {}
-        canon = {d.lower(): d for d in DATASETS}
-        if isinstance(self.dataset, str) and self.dataset.lower() in canon:
-            changes["dataset"] = canon[self.dataset.lower()]
-        for name in ("pretrained_model", "tensorboard_dir"):
-            value = getattr(self, name)
-            if isinstance(value, str) and value.strip() in ("", "None", "none", "null"):
-                changes[name] = None
-        return self.replace(**changes) if changes else self
-
-    def validate(self) -> "TrainConfig":
-        """Refuse values that would fail later (or silently train the wrong thing).
-
-        Returns the normalised config so callers can write ``cfg = cfg.validate()``.
-        """
-        cfg = self.normalized()
-        _check(cfg.data != "", "data", cfg.data, "give the dataset root directory")
-        _check_choice(cfg, "dataset", DATASETS)
-        _check_choice(cfg, "loss", LOSSES)
-        _check_choice(cfg, "head", HEADS)
-        _check_choice(cfg, "precision", PRECISIONS)
-        _check_choice(cfg, "protocol", PROTOCOLS)
-        _check_choice(cfg, "device", DEVICES)
-        _check_choice(cfg, "lgc_impl", LGC_IMPLS)
-        _check_choice(cfg, "data_pipeline", DATA_PIPELINES)
-        _check(0.0 < cfg.prob <= 1.0, "prob", cfg.prob,
-               "the kept fraction of labels must lie in (0, 1]; use 1 for full labels")
-        _check(cfg.alpha > 0 and math.isfinite(cfg.alpha), "alpha", cfg.alpha,
-               "alpha scales the temperature min(alpha*std, 1) and must be > 0 (paper: 1.0 COCO, "
-               "2.0 VOC)")
-        _check(cfg.gamma >= 0 and math.isfinite(cfg.gamma), "gamma", cfg.gamma,
-               "the re-balance exponent must be >= 0 (paper: 0.55 COCO, 0.85 VOC)")
-        _check(0.0 <= cfg.ema < 1.0, "ema", cfg.ema, "the EMA decay must lie in [0, 1)")
-        _check(cfg.lr > 0, "lr", cfg.lr, "the learning rate must be > 0")
-        _check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "must be >= 0")
-        _check(cfg.mixup_alpha > 0, "mixup_alpha", cfg.mixup_alpha, "Beta(a, a) needs a > 0")
-        _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "need at least 1 image")
-        _check(cfg.workers >= 0, "workers", cfg.workers, "use 0 to load in the training process")
-        _check(cfg.epochs >= 1, "epochs", cfg.epochs, "the OneCycle length must be >= 1")
-        _check(0 <= cfg.stop_epoch, "stop_epoch", cfg.stop_epoch,
-               "epochs 0..Stop_epoch are trained; use 0 for one epoch")
-        _check(cfg.stop_epoch < cfg.epochs, "stop_epoch", cfg.stop_epoch,
-               f"must be below --epochs ({cfg.epochs}), the length of the OneCycle schedule")
-        _check(0.0 < cfg.pct_start < 1.0, "pct_start", cfg.pct_start, "must lie in (0, 1)")
-        _check(cfg.head_dim >= 2 and cfg.head_dim % 2 == 0, "head_dim", cfg.head_dim,
-               "the ssgrl head width must be an even number >= 2 (published: 1024)")
-        _check(cfg.crop_size >= 32, "crop_size", cfg.crop_size, "use at least 32 pixels")
-        _check(cfg.scale_size >= cfg.crop_size // 2, "scale_size", cfg.scale_size,
-               "the smallest random crop is scaleSize/2; keep scaleSize >= cropSize/2")
-        _check(cfg.num_classes is None or cfg.num_classes >= 1, "num_classes", cfg.num_classes,
-               "leave it out to take the dataset's class count")
-        _check(0.0 < cfg.val_fraction < 1.0, "val_fraction", cfg.val_fraction,
-               "the honest protocol holds out a fraction in (0, 1) of the training images")
-        _check(cfg.eval_batch_size is None or cfg.eval_batch_size >= 1, "eval_batch_size",
-               cfg.eval_batch_size, "need at least 1 image")
-        _check(not (cfg.loss == "bce" and cfg.prob < 1.0), "loss", cfg.loss,
-               "'bce' is the full-label baseline and needs --prob 1; with partial labels use "
-               "partial_bce (ignores unknown entries) or assume_negative_bce")
-        _check(not (cfg.resume and cfg.overwrite), "resume", cfg.resume,
-               "--resume continues the run in the output dir and --overwrite replaces it; "
-               "pick one")
-        return cfg
+    def updated(self, values: Mapping[str, Any], *, source: str) -> "TrainConfig":
+        """A copy with ``values`` from outside (a YAML file, a sampler) applied: unknown keys
+        refused, each value converted to its field's type, ``source`` named in any error."""
+        return TrainConfig.from_dict({**self.to_dict(include_run_control=True), **values},
+                                     source=source)
 
     # --- dict / YAML --------------------------------------------------------------------------
     def to_dict(self, include_run_control: bool = False) -> dict[str, Any]:
-        out = {}
-        for f in fields(self):
-            if f.metadata["run_control"] and not include_run_control:
-                continue
-            out[f.name] = getattr(self, f.name)
-        return out
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if include_run_control or not f.metadata["run_control"]}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "TrainConfig":
-        """Build a config from a mapping, refusing unknown keys and wrongly typed values."""
-        known = {f.name: f for f in fields(cls)}
+        """Build a config from a mapping, refusing unknown keys and wrongly typed values.
+
+        ``stop_epoch`` (the published ``--Stop_epoch`` as a key, used by configs written before
+        ``train_epochs`` existed) is read with its published meaning.
+        """
+        values = dict(values)
+        if "stop_epoch" in values:
+            if "train_epochs" in values:
+                raise ConfigError(f"{source}: give either train_epochs or stop_epoch (= "
+                                  f"train_epochs - 1, the published --Stop_epoch), not both")
+            stop = _coerce(fields_by_name()["train_epochs"], values.pop("stop_epoch"),
+                           source, "stop_epoch")
+            values["train_epochs"] = stop + 1
+        known = fields_by_name()
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(
                 f"{source}: unknown field(s) {unknown}; allowed fields are {sorted(known)}")
-        kwargs = {}
-        for name, value in values.items():
-            kwargs[name] = _coerce(known[name], value, source)
-        return cls(**kwargs)
+        return cls(**{name: _coerce(known[name], value, source) for name, value in values.items()})
 
     def to_yaml(self, path: Optional[str | Path] = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -251,53 +233,13 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of config fields, got "
-                              f"{type(values).__name__}")
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(read_yaml_fields(path), source=str(path))
 
     # --- command line -------------------------------------------------------------------------
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add one argument per field; the published flags keep their spelling."""
-        parser.add_argument("data", metavar="DATA_ROOT",
-                            help=cls.__dataclass_fields__["data"].metadata["help"])
-        published = parser.add_argument_group("published flags (the paper's train.py)")
-        ours = parser.add_argument_group("pu-mlc flags")
-        for f in fields(cls):
-            if f.name == "data":
-                continue
-            meta = f.metadata
-            group = published if meta["published"] else ours
-            kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                                      "help": meta["help"] + f" (default: {f.default})"}
-            if meta["choices"]:
-                kwargs["choices"] = list(meta["choices"])
-                if f.name == "dataset":
-                    kwargs["type"] = _dataset_name
-            if f.type in ("bool", bool):
-                kwargs["action"] = argparse.BooleanOptionalAction
-            else:
-                kwargs.setdefault("type", _argparse_type(f))
-            group.add_argument(*meta["flags"], **kwargs)
-
-    @classmethod
     def from_cli(cls, argv: Sequence[str]) -> "TrainConfig":
-        parser = argparse.ArgumentParser(prog="train_entry.py train")
-        cls.add_arguments(parser)
-        return cls.from_namespace(parser.parse_args(list(argv)))
-
-    @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> "TrainConfig":
-        values = {k: v for k, v in vars(ns).items() if k in cls.__dataclass_fields__}
-        return cls(**values).normalized()
+        """The config of a ``train`` command line (the same parser users run)."""
+        return parse_train_args(argv)[0]
 
     def to_cli(self, program: str = "python train_entry.py",
                include_run_control: bool = False) -> str:
@@ -311,7 +253,9 @@ class TrainConfig:
                 continue
             value = getattr(self, f.name)
             flag = f.metadata["flags"][0]
-            if f.type in ("bool", bool):
+            if f.name == "train_epochs":
+                value -= 1                                  # --Stop_epoch N trains N + 1 epochs
+            if _is_bool(f):
                 args.append(flag if value else "--no-" + flag[2:])
             elif value is None:
                 if f.name == "pretrained_model":
@@ -323,27 +267,183 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------------
-def _check(ok: bool, name: str, value: Any, fix: str) -> None:
-    if not ok:
-        raise ConfigError(f"{describe_field(name)} = {value!r} is not allowed: {fix}")
+# The one command-line parser of a training run (train_entry.py, pu-mlc train, presets, tests).
+def train_parser(prog: str = "pu-mlc train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, allow_abbrev=False,
+        description="Train one PU-MLC model. Accepts the published command line unchanged, e.g. "
+                    "torchrun --nproc_per_node=2 train_entry.py /data/coco --dataset=COCO2014 "
+                    "--b=35 ... Precedence: defaults < --config file < --preset < flags.")
+    parser.add_argument("data", metavar="DATA_ROOT", nargs="?", default=argparse.SUPPRESS,
+                        help=fields_by_name()["data"].metadata["help"] +
+                        " (optional when the --config file has 'data')")
+    published = parser.add_argument_group("published flags (the paper's train.py)")
+    ours = parser.add_argument_group("pu-mlc flags")
+    for f in fields(TrainConfig):
+        if f.name == "data":
+            continue
+        meta = f.metadata
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                  "help": meta["help"] + f" (default: {_shown_default(f)})"}
+        if meta["choices"]:
+            kwargs["choices"] = list(meta["choices"])
+        if _is_bool(f):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _argparse_type(f)
+        (published if meta["published"] else ours).add_argument(*meta["flags"], **kwargs)
+        if meta["more_flags"]:
+            ours.add_argument(*meta["more_flags"], dest=f.name, default=argparse.SUPPRESS,
+                              type=_TYPES[str(f.type)], help=argparse.SUPPRESS)
+    # torch.distributed.launch without --use_env appends --local_rank/--local-rank: accept it.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="YAML file of config fields (e.g. an exported best_config.yaml or a "
+                             "run's config.yaml); flags given on the command line override it")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="paper: the official run exactly (fp16 + GradScaler, PIL pipeline, "
+                             "test-set selection, OF1/CF1 best over thresholds)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
 
 
-def _check_choice(cfg: TrainConfig, name: str, choices: Iterable[str]) -> None:
-    value = getattr(cfg, name)
-    _check(value in choices, name, value, f"choose one of {list(choices)}")
+def parse_train_args(argv: Sequence[str], prog: str = "pu-mlc train"
+                     ) -> tuple[TrainConfig, argparse.Namespace]:
+    """(config, namespace) of a ``train`` command line; user errors raise :class:`ConfigError`."""
+    ns = train_parser(prog).parse_args(list(argv))
+    if ns.local_rank is not None and "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(ns.local_rank)
+    given = {k: v for k, v in vars(ns).items() if k in fields_by_name()}
+    base = read_yaml_fields(ns.config) if ns.config else {}
+    if "stop_epoch" in base and "train_epochs" in given:
+        base.pop("stop_epoch")                           # the flag overrides the file's value
+    values = {**base, **(PRESETS[ns.preset] if ns.preset else {}), **given}
+    if not values.get("data"):
+        raise ConfigError("no dataset root: give DATA_ROOT, or a --config file with a 'data' "
+                          "field")
+    source = f"{ns.config} + command line" if ns.config else "command line"
+    return TrainConfig.from_dict(values, source=source), ns
+
+
+def read_yaml_fields(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, with a clear error for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; --config takes a YAML file such as "
+                          f"{path / 'config.yaml'}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read ({err})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields, got "
+                          f"{type(values).__name__}")
+    return values
 
 
 def describe_field(name: str) -> str:
     """'prob (--prob)': the YAML key and the flag, so messages help CLI and YAML users alike."""
-    f = TrainConfig.__dataclass_fields__.get(name)
+    f = fields_by_name().get(name)
     if f is None or not f.metadata.get("flags"):
         return name
     return f"{name} ({f.metadata['flags'][0]})"
 
 
-def _dataset_name(value: str) -> str:
+@contextlib.contextmanager
+def field_errors(name: str):
+    """Turn a library's plain ``ValueError`` about a field's value into a :class:`ConfigError`
+    that names the YAML key and the flag (library code does not know either)."""
+    try:
+        yield
+    except PUMLCError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{describe_field(name)}: {err}") from None
+
+
+def fields_by_name() -> dict[str, dataclasses.Field]:
+    return TrainConfig.__dataclass_fields__
+
+
+# ------------------------------------------------------------------------------------------------
+def _normalized(cfg: TrainConfig) -> dict[str, Any]:
+    """Canonical spellings: dataset names, the strings 'None'/'null' of optional paths."""
+    changes: dict[str, Any] = {}
     canon = {d.lower(): d for d in DATASETS}
-    return canon.get(value.lower(), value)
+    if isinstance(cfg.dataset, str) and cfg.dataset.lower() in canon:
+        changes["dataset"] = canon[cfg.dataset.lower()]
+    for name in ("pretrained_model", "tensorboard_dir", "output_dir"):
+        value = getattr(cfg, name)
+        if isinstance(value, str) and value.strip() in ("", "None", "none", "null"):
+            changes[name] = None
+    return changes
+
+
+def _validate(cfg: TrainConfig) -> None:
+    """Refuse values that would fail later (or silently train the wrong thing)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata["choices"]:
+            _check(value in f.metadata["choices"], f.name, value,
+                   f"choose one of {list(f.metadata['choices'])}")
+        if isinstance(value, float):
+            _check(math.isfinite(value), f.name, value, "must be a finite number")
+    _check(0.0 < cfg.prob <= 1.0, "prob", cfg.prob,
+           "the kept fraction of labels must lie in (0, 1]; use 1 for full labels")
+    _check(cfg.alpha > 0, "alpha", cfg.alpha,
+           "alpha scales the temperature min(alpha*std, 1) and must be > 0 (paper: 1.0 COCO, "
+           "2.0 VOC)")
+    _check(cfg.gamma >= 0, "gamma", cfg.gamma,
+           "the re-balance exponent must be >= 0 (paper: 0.55 COCO, 0.85 VOC)")
+    _check(0.0 <= cfg.ema < 1.0, "ema", cfg.ema, "the EMA decay must lie in [0, 1)")
+    _check(cfg.lr > 0, "lr", cfg.lr, "the learning rate must be > 0")
+    _check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "must be >= 0")
+    _check(cfg.mixup_alpha > 0, "mixup_alpha", cfg.mixup_alpha, "Beta(a, a) needs a > 0")
+    _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "need at least 1 image")
+    _check(cfg.workers >= 0, "workers", cfg.workers, "use 0 to load in the training process")
+    _check(cfg.epochs >= 1, "epochs", cfg.epochs, "the OneCycle length must be >= 1")
+    _check(cfg.train_epochs >= 1, "train_epochs", cfg.train_epochs,
+           "train at least one epoch (--Stop_epoch 0 trains one)")
+    _check(cfg.train_epochs <= cfg.epochs, "train_epochs", cfg.train_epochs,
+           f"the run cuts the {cfg.epochs}-epoch OneCycle schedule (--epochs), so it can train at "
+           f"most {cfg.epochs} epochs: --Stop_epoch must be below --epochs")
+    _check(0.0 < cfg.pct_start < 1.0, "pct_start", cfg.pct_start, "must lie in (0, 1)")
+    _check(cfg.head_dim >= 2 and cfg.head_dim % 2 == 0, "head_dim", cfg.head_dim,
+           "the ssgrl head width must be an even number >= 2 (published: 1024)")
+    _check(cfg.crop_size >= 32, "crop_size", cfg.crop_size, "use at least 32 pixels")
+    _check(cfg.scale_size >= cfg.crop_size // 2, "scale_size", cfg.scale_size,
+           "the smallest random crop is scaleSize/2; keep scaleSize >= cropSize/2")
+    _check(cfg.num_classes is None or cfg.num_classes >= 1, "num_classes", cfg.num_classes,
+           "leave it out to take the dataset's class count")
+    _check(0.0 < cfg.val_fraction < 1.0, "val_fraction", cfg.val_fraction,
+           "the honest protocol holds out a fraction in (0, 1) of the training images")
+    _check(cfg.eval_batch_size is None or cfg.eval_batch_size >= 1, "eval_batch_size",
+           cfg.eval_batch_size, "need at least 1 image")
+    _check(not (cfg.loss == "bce" and cfg.prob < 1.0), "loss", cfg.loss,
+           "'bce' is the full-label baseline and needs --prob 1; with partial labels use "
+           "partial_bce (ignores unknown entries) or assume_negative_bce")
+    _check(not (cfg.resume and cfg.overwrite), "resume", cfg.resume,
+           "--resume continues the run in the output dir and --overwrite replaces it; pick one")
+    _check(not (cfg.resume and cfg.output_dir is None), "resume", cfg.resume,
+           "--resume continues an earlier run: give its folder with --output-dir")
+
+
+def _check(ok: bool, name: str, value: Any, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"{describe_field(name)} = {value!r} is not allowed: {fix}")
+
+
+def _is_bool(f: dataclasses.Field) -> bool:
+    return str(f.type) == "bool"
+
+
+def _shown_default(f: dataclasses.Field) -> Any:
+    return f.default - 1 if f.name == "train_epochs" else f.default
 
 
 def _format_value(value: Any) -> str:
@@ -358,6 +458,15 @@ _TYPES = {"str": str, "int": int, "float": float, "bool": bool,
 
 def _argparse_type(f: dataclasses.Field):
     base = _TYPES[str(f.type)]
+    if f.name == "dataset":
+        def dataset(text: str) -> str:
+            return {d.lower(): d for d in DATASETS}.get(text.lower(), text)
+        return dataset
+    if f.name == "train_epochs":
+        def stop_epoch(text: str) -> int:              # published: epochs 0..N are trained
+            return int(text) + 1
+        stop_epoch.__name__ = "int"
+        return stop_epoch
     if str(f.type).startswith("Optional"):
         def parse(text: str, _base=base):
             return None if text in ("None", "none", "null", "") else _base(text)
@@ -366,11 +475,11 @@ def _argparse_type(f: dataclasses.Field):
     return base
 
 
-def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
+def _coerce(f: dataclasses.Field, value: Any, source: str, key: Optional[str] = None) -> Any:
     type_name = str(f.type)
     optional = type_name.startswith("Optional")
     base = _TYPES[type_name]
-    where = f"{source}: field '{f.name}'"
+    where = f"{source}: field '{key or f.name}'"
     if value is None or (optional and value in ("None", "null")):
         if optional:
             return None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up whatever is missing for pu-mlc on this machine, idempotently:
-#   - a virtual environment in .venv with the pinned packages (constraints.txt),
+#   - a virtual environment in .venv with the pinned packages (constraints.txt): pu-mlc itself
+#     (editable) with its extras search (Ray Tune + Optuna), demo and dev,
 #   - the real Fashion-MNIST photos the demo dataset is built from (Debian dataset-fashion-mnist).
 # Re-running it when everything is in place takes a few seconds.
 set -euo pipefail
@@ -19,7 +20,8 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing pinned packages (torch, ray, optuna, ...); first time takes minutes"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
+    # the library (core) + the Ray/Optuna search + the demo's packages + the test tools
+    "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[search,demo,dev]"
     echo "$want" > "$stamp"
 fi
 

@@ -23,13 +23,21 @@ from PIL import Image
 from pu_mlc.data.demo import ComposedImage, DemoComposer, ItemPool, build_demo_dataset
 from pu_mlc.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from pu_mlc.data.voc import VOC_CLASSES
+from pu_mlc.data.words import COCO2014_CLASSES
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-#: COCO-like category ids for the 10 Fashion-MNIST classes: gaps, so "sorted id order" matters.
-COCO2014_CATEGORY_IDS = (1, 3, 5, 8, 13, 21, 27, 34, 44, 90)
-#: Order in which the categories are listed in the fixture json (not sorted by id).
-COCO2014_CATEGORY_JSON_ORDER = (7, 2, 9, 0, 5, 1, 8, 3, 6, 4)
+#: The 80 real COCO-2014 category ids (1..90 with the official gaps), in the order of
+#: ``COCO2014_CLASSES``: the fixture lists every real category, so the published word vectors and
+#: the published model size apply to it.
+COCO2014_CATEGORY_IDS = tuple(i for i in range(1, 91)
+                              if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
+#: Order in which the categories are listed in the fixture json (shuffled, not sorted by id).
+COCO2014_CATEGORY_JSON_ORDER = tuple(int(i) for i in np.random.default_rng(7).permutation(80))
+#: COCO category standing in for each Fashion-MNIST class in the COCO-2014 fixture (ids with gaps
+#: between them, so "sorted id order" matters).
+COCO_FOR_FASHION = ("person", "tie", "handbag", "umbrella", "backpack", "suitcase", "bench",
+                    "chair", "couch", "toothbrush")
 #: VOC class standing in for each Fashion-MNIST class in the VOC-2007 fixture.
 VOC_FOR_FASHION = ("person", "bicycle", "bird", "bottle", "car", "cat", "diningtable", "dog",
                    "pottedplant", "tvmonitor")
@@ -89,10 +97,10 @@ def write_coco2014(root: Path, n_train: int = 24, n_test: int = 12, canvas_size:
     of order, image 2 of each split has no annotation, and one annotation per split is a crowd.
     """
     root = Path(root)
-    names_by_id = sorted(zip(COCO2014_CATEGORY_IDS, FASHION_MNIST_CLASSES))
-    class_names = tuple(n for _, n in names_by_id)
-    categories = [{"supercategory": "fashion", "id": COCO2014_CATEGORY_IDS[k],
-                   "name": FASHION_MNIST_CLASSES[k]} for k in COCO2014_CATEGORY_JSON_ORDER]
+    class_names = COCO2014_CLASSES
+    category_id = dict(zip(class_names, COCO2014_CATEGORY_IDS))
+    categories = [{"supercategory": "object", "id": COCO2014_CATEGORY_IDS[k],
+                   "name": class_names[k]} for k in COCO2014_CATEGORY_JSON_ORDER]
     splits = {}
     for split, folder, source, n, code in (("train", "train2014", "train", n_train, 1),
                                            ("test", "val2014", "t10k", n_test, 2)):
@@ -116,9 +124,9 @@ def write_coco2014(root: Path, n_train: int = 24, n_test: int = 12, canvas_size:
                     "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
                     "area": float(item.area), "iscrowd": 1 if len(annotations) == 3 else 0,
                     "image_id": image_id, "bbox": [float(x), float(y), float(w), float(h)],
-                    "category_id": COCO2014_CATEGORY_IDS[item.class_index],
+                    "category_id": category_id[COCO_FOR_FASHION[item.class_index]],
                     "id": 900000 + code * 1000 + len(annotations)})
-                labels[i, class_names.index(FASHION_MNIST_CLASSES[item.class_index])] = 1
+                labels[i, class_names.index(COCO_FOR_FASHION[item.class_index])] = 1
         coco = {"info": {"description": "pu-mlc test fixture in the COCO 2014 layout",
                          "url": "http://cocodataset.org", "version": "1.0", "year": 2014,
                          "contributor": "pu-mlc tests", "date_created": "2015/09/01"},

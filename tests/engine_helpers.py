@@ -26,6 +26,6 @@ def small_config(data: Path, out: Path, **changes) -> TrainConfig:
     """Lite0 with its packaged weights at 32 px, one epoch, in-process loading, on the CPU."""
     base = dict(data=str(data), dataset="coco", model_name="tf_efficientnet_lite0",
                 pretrained_model="builtin", scale_size=32, crop_size=32, batch_size=4,
-                stop_epoch=0, workers=0, device="cpu", prob=0.5, output_dir=str(out))
+                train_epochs=1, workers=0, device="cpu", prob=0.5, output_dir=str(out))
     base.update(changes)
     return TrainConfig(**base)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from limits import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -32,7 +33,7 @@ def search_env() -> dict[str, str]:
     return env
 
 
-def run_entry(args: list[str], timeout: float, env=None) -> subprocess.CompletedProcess:
+def run_entry(args: list[str], timeout: float = HANG_GUARD_S, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, str(REPO / "train_entry.py"), *args], cwd=REPO,
                           env=env or search_env(), capture_output=True, text=True,
                           timeout=timeout)

@@ -24,8 +24,10 @@ pytestmark = pytest.mark.e2e
 
 def run_check(out: Path, **env_extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, **env_extra)
+    # no time limit: the dry run must pass on a busy machine (the script itself drops its
+    # per-stage GPU-lease limits in dry-run mode; a test below checks they are not applied)
     return subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True)
 
 
 def test_the_dry_run_passes_every_stage_and_writes_the_report(tmp_path):
@@ -40,6 +42,8 @@ def test_the_dry_run_passes_every_stage_and_writes_the_report(tmp_path):
     assert step["loss_parity"]["ok"]
     summary = (tmp_path / "summary.md").read_text()
     assert "published" in summary and "ours" in summary
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "dry run: no time limit" in log and "(limit " not in log   # nothing cut on a slow CPU
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

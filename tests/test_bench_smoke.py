@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from limits import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,11 +28,10 @@ def bench_run(tmp_path_factory):
            "--model", "resnet50", "--size", "64", "--batch", "2", "--steps", "1", "--warmup", "1",
            "--paths", "published,ours", "--threads", "1", "--json", str(out)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO, env=env)
     return res, out
 
 
-@pytest.mark.timeout(300)
 def test_step_benchmark_exits_cleanly_and_prints_the_ratio(bench_run):
     res, _ = bench_run
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -40,7 +40,6 @@ def test_step_benchmark_exits_cleanly_and_prints_the_ratio(bench_run):
     assert "-> OK" in res.stdout
 
 
-@pytest.mark.timeout(300)
 def test_step_benchmark_json_has_both_rows_with_positive_rates(bench_run):
     res, out = bench_run
     assert res.returncode == 0, res.stderr[-3000:]
@@ -58,7 +57,6 @@ def test_step_benchmark_json_has_both_rows_with_positive_rates(bench_run):
     assert ratio == pytest.approx(rows["ours"]["images_per_s"] / rows["published"]["images_per_s"])
 
 
-@pytest.mark.timeout(300)
 def test_both_formulations_give_the_same_first_step_loss(bench_run):
     res, out = bench_run
     assert res.returncode == 0, res.stderr[-3000:]

@@ -1,10 +1,14 @@
 """TrainConfig: the published command line, YAML and the exported command all round-trip."""
 
+import dataclasses
+import pickle
 import shlex
 
 import pytest
+import torch
 
-from pu_mlc.config import TrainConfig
+from pu_mlc.config import TrainConfig, field_errors, parse_train_args
+from pu_mlc.engine.precision import resolve_precision
 from pu_mlc.errors import ConfigError
 
 COCO_PUBLISHED = (
@@ -19,7 +23,7 @@ VOC_PUBLISHED = (
 
 def test_published_coco_command_line_parses_into_the_published_setting():
     cfg = TrainConfig.from_cli(COCO_PUBLISHED.split())
-    assert (cfg.dataset, cfg.batch_size, cfg.stop_epoch, cfg.ema) == ("COCO2014", 35, 40, 0.9997)
+    assert (cfg.dataset, cfg.batch_size, cfg.train_epochs, cfg.ema) == ("COCO2014", 35, 41, 0.9997)
     assert (cfg.alpha, cfg.gamma, cfg.prob, cfg.lr) == (1.0, 0.55, 0.1, 1e-4)
     assert cfg.pretrained_model == "/w/resnet101.pth" and cfg.num_classes == 80
 
@@ -60,15 +64,111 @@ def test_yaml_with_a_wrongly_typed_value_names_the_field(tmp_path):
                                       ("--alpha=-1", "must be > 0"),
                                       ("--ema=1.0", r"\[0, 1\)"),
                                       ("--Stop_epoch=80", "below --epochs"),
+                                      ("--lr=inf", "finite"), ("--lr=nan", "finite"),
                                       ("--loss=bce --prob=0.5", "partial_bce"),
                                       ("--head-dim=3", "even number")])
 def test_invalid_values_are_refused_naming_the_flag_and_the_fix(flag, fix):
-    cfg = TrainConfig.from_cli(["/d", *flag.split()])
     with pytest.raises(ConfigError, match=fix) as err:
-        cfg.validate()
+        TrainConfig.from_cli(["/d", *flag.split()])
     assert flag.split()[-1].split("=")[0] in str(err.value)
 
 
 def test_dataset_names_are_case_insensitive():
     assert TrainConfig.from_cli(["/d", "--dataset=coco2014"]).dataset == "COCO2014"
     assert TrainConfig.from_cli(["/d", "--dataset=voc2007"]).dataset == "VOC2007"
+
+
+# --- one frozen, validated object ---------------------------------------------------------------
+def test_a_config_is_frozen_and_checked_when_it_is_made():
+    cfg = TrainConfig(data="/d")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0
+    with pytest.raises(ConfigError, match=r"ema \(--ema\)"):
+        TrainConfig(data="/d", ema=1.5)
+    with pytest.raises(ConfigError, match=r"alpha \(--alpha\)"):
+        cfg.replace(alpha=0.0)                      # a changed copy is checked too
+
+
+def test_a_config_crosses_a_process_boundary_as_it_is():
+    cfg = TrainConfig.from_cli(COCO_PUBLISHED.split())
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+def test_values_from_a_sampler_are_converted_to_the_field_types():
+    cfg = TrainConfig(data="/d").updated({"batch_size": 16.0, "lr": 1}, source="trial t1")
+    assert type(cfg.batch_size) is int and type(cfg.lr) is float
+    with pytest.raises(ConfigError, match="trial t1: field 'batch_size'"):
+        TrainConfig(data="/d").updated({"batch_size": 2.5}, source="trial t1")
+
+
+def test_choice_lists_are_those_of_the_modules_that_own_them():
+    from pu_mlc import config
+    from pu_mlc.data.splits import DATASETS
+    from pu_mlc.engine.precision import PRECISIONS
+    from pu_mlc.engine.protocols import PROTOCOLS
+    from pu_mlc.losses.factory import LOSS_NAMES
+    from pu_mlc.models.heads import HEADS
+
+    fields = TrainConfig.__dataclass_fields__
+    assert fields["loss"].metadata["choices"] is LOSS_NAMES
+    assert fields["head"].metadata["choices"] is HEADS
+    assert fields["precision"].metadata["choices"] is PRECISIONS
+    assert fields["protocol"].metadata["choices"] is PROTOCOLS
+    assert fields["dataset"].metadata["choices"] is DATASETS
+    assert config.LOSSES is LOSS_NAMES
+
+
+# --- epochs: counted one way, the published flag converted once -------------------------------
+def test_stop_epoch_keeps_its_published_meaning_at_the_flag_only():
+    cfg = TrainConfig.from_cli(["/d", "--Stop_epoch=0"])
+    assert cfg.train_epochs == 1                      # epochs 0..0 published = one epoch
+    assert TrainConfig.from_cli(["/d", "--train-epochs=3"]).train_epochs == 3
+    assert "--Stop_epoch=40" in TrainConfig.from_cli(COCO_PUBLISHED.split()).to_cli()
+
+
+def test_a_yaml_written_with_stop_epoch_is_read_with_the_published_meaning(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: /d\nstop_epoch: 40\n")
+    assert TrainConfig.from_yaml(tmp_path / "c.yaml").train_epochs == 41
+    (tmp_path / "both.yaml").write_text("data: /d\nstop_epoch: 40\ntrain_epochs: 41\n")
+    with pytest.raises(ConfigError, match="either train_epochs or stop_epoch"):
+        TrainConfig.from_yaml(tmp_path / "both.yaml")
+
+
+# --- the command line ---------------------------------------------------------------------------
+def test_a_config_file_replaces_the_data_root_and_flags_override_it(tmp_path):
+    saved = TrainConfig.from_cli(VOC_PUBLISHED.split())
+    saved.to_yaml(tmp_path / "best_config.yaml")
+    cfg, _ = parse_train_args(["--config", str(tmp_path / "best_config.yaml"), "--lr=1e-3"])
+    assert cfg == saved.replace(lr=1e-3)
+    cfg, _ = parse_train_args(["/other", "--config", str(tmp_path / "best_config.yaml")])
+    assert cfg.data == "/other"
+
+
+def test_without_a_data_root_anywhere_the_message_says_where_to_give_it(tmp_path):
+    (tmp_path / "c.yaml").write_text("lr: 0.001\n")
+    with pytest.raises(ConfigError, match="give DATA_ROOT, or a --config file with a 'data'"):
+        parse_train_args(["--config", str(tmp_path / "c.yaml")])
+
+
+def test_a_directory_given_as_config_file_is_refused_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        parse_train_args(["--config", str(tmp_path)])
+
+
+def test_abbreviated_flags_are_refused():
+    with pytest.raises(SystemExit):
+        parse_train_args(["/d", "--Stop_epo=3"])
+
+
+def test_the_paper_preset_sets_the_official_execution_and_flags_still_win():
+    cfg, _ = parse_train_args(["/d", "--preset=paper"])
+    assert (cfg.precision, cfg.data_pipeline, cfg.protocol, cfg.f1_thresholds) == (
+        "fp16", "pil", "paper", "sweep")
+    cfg, _ = parse_train_args(["/d", "--preset=paper", "--precision=fp32"])
+    assert cfg.precision == "fp32" and cfg.f1_thresholds == "sweep"
+
+
+def test_a_library_value_error_is_reported_with_the_field_and_flag():
+    with pytest.raises(ConfigError, match=r"^precision \(--precision\): 'fp16' needs CUDA"):
+        with field_errors("precision"):
+            resolve_precision("fp16", torch.device("cpu"))

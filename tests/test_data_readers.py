@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import builders
-from pu_mlc.data import Split, VOC_CLASSES, load_dataset
-from pu_mlc.errors import ConfigError, DataError
+from pu_mlc.data import COCO2014_CLASSES, Split, VOC_CLASSES, load_dataset
+from pu_mlc.errors import DataError
 
 
 # --- COCO-2014 ----------------------------------------------------------------------------------
@@ -26,9 +26,7 @@ def test_coco2014_labels_equal_the_instances_written(coco2014_dataset):
 
 def test_coco2014_columns_follow_sorted_category_ids_not_json_order(coco2014_root):
     s = load_dataset("COCO2014", coco2014_root)["train"]
-    expected = tuple(name for _, name in sorted(zip(builders.COCO2014_CATEGORY_IDS,
-                                                    builders.FASHION_MNIST_CLASSES)))
-    assert s.class_names == expected
+    assert s.class_names == COCO2014_CLASSES                # the official order (ascending ids)
     json_order = [c["name"] for c in builders.read_json(
         coco2014_root / "annotations" / "instances_train2014.json")["categories"]]
     assert list(s.class_names) != json_order
@@ -67,7 +65,7 @@ def test_dataset_names_are_case_insensitive(coco2014_root):
 
 
 def test_an_unknown_dataset_name_is_refused_naming_the_choices(coco2014_root):
-    with pytest.raises(ConfigError, match="COCO2014, VOC2007, coco"):
+    with pytest.raises(ValueError, match="COCO2014, VOC2007, coco"):
         load_dataset("imagenet", coco2014_root)
 
 

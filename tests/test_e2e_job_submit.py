@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ray_helpers import REPO, free_port, tiny_overrides
+from limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.e2e
 RAY = str(Path(sys.executable).parent / "ray")
@@ -37,23 +38,23 @@ def test_ray_job_submit_runs_the_demo_search_on_a_token_protected_head(coco_form
     start = subprocess.run(
         [RAY, "start", "--head", f"--port={gcs_port}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dash_port}", "--num-cpus=4", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=180)
+        env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert start.returncode == 0, start.stderr[-3000:]
     address = f"http://127.0.0.1:{dash_port}"
     try:
         storage = tmp_path / "experiments"
         entry = ["python", "train_entry.py", "search", "--space", "search_spaces/demo.yaml",
                  *tiny_overrides(coco_format_root, storage, "job",
-                                 **{"budget.trials_per_task": 1, "fixed.stop_epoch": 0,
+                                 **{"budget.trials_per_task": 1, "fixed.train_epochs": 1,
                                     "fixed.epochs": 1})]
         no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
         refused = subprocess.run([RAY, "job", "list", "--address", address], env=no_token,
-                                 capture_output=True, text=True, timeout=120)
+                                 capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert refused.returncode != 0           # the jobs API refuses a client without token
 
         job = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir",
                               str(REPO), "--", *entry],
-                             env=env, capture_output=True, text=True, timeout=1200, cwd=REPO)
+                             env=env, capture_output=True, text=True, timeout=HANG_GUARD_S, cwd=REPO)
         assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
         assert "succeeded" in job.stdout + job.stderr
         summary = json.loads((storage / "job" / "summary.json").read_text())
@@ -61,4 +62,4 @@ def test_ray_job_submit_runs_the_demo_search_on_a_token_protected_head(coco_form
         assert all(t["best"] is not None for t in summary["tasks"].values())
         assert (storage / "job" / "exports" / "mlc_full" / "best_config.yaml").exists()
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=HANG_GUARD_S)

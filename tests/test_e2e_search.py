@@ -18,6 +18,7 @@ from pu_mlc.config import TrainConfig
 from ray_helpers import (PYTHON, REPO, free_port, read_scalars, run_entry, search_env, session_hparams,
                          tiny_overrides)
 from tune.export import collect_trials
+from limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.e2e
 TASKS = ("mlc_full", "mlc_pl10")
@@ -28,7 +29,7 @@ TRIALS = 3
 def demo_search(coco_format_root, tmp_path_factory):
     storage = tmp_path_factory.mktemp("experiments")
     proc = run_entry(["search", "--space", "search_spaces/demo.yaml",
-                      *tiny_overrides(coco_format_root, storage, "e2e")], timeout=1500)
+                      *tiny_overrides(coco_format_root, storage, "e2e")], timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return storage / "e2e", proc
 
@@ -43,7 +44,7 @@ def test_every_trial_finished_or_was_stopped_by_the_scheduler(demo_search):
         assert {t.status for t in mine} <= {"finished", "stopped_by_scheduler"}, mine
         assert any(t.status == "finished" for t in mine)
         for t in mine:
-            assert 1 <= t.epochs <= t.config.stop_epoch + 1
+            assert 1 <= t.epochs <= t.config.train_epochs
             assert t.best_score is not None and 0.0 <= t.best_score <= 100.0
 
 
@@ -107,7 +108,7 @@ def test_the_trial_time_split_adds_up_and_is_printed(demo_search):
 
 def test_export_writes_configs_commands_and_a_csv_of_all_trials(demo_search):
     exp, _ = demo_search
-    proc = run_entry(["export", str(exp), "--out", str(exp / "exports2")], timeout=120)
+    proc = run_entry(["export", str(exp), "--out", str(exp / "exports2")], timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr
     rows = (exp / "exports2" / "all_trials.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + TRIALS * len(TASKS)
@@ -135,7 +136,7 @@ def test_rerunning_an_exported_command_reproduces_the_trial_config_field_for_fie
     proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            f"--master-port={free_port()}", str(REPO / "train_entry.py"), *argv],
                           cwd=REPO, env=search_env(), capture_output=True, text=True,
-                          timeout=600)
+                          timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rerun_cfg = TrainConfig.from_yaml(out_dir / "config.yaml")
     differing = {k for k in trial_cfg.to_dict() if getattr(trial_cfg, k) != getattr(rerun_cfg, k)}

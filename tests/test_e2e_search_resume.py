@@ -14,6 +14,7 @@ import pytest
 
 from ray_helpers import PYTHON, REPO, run_entry, search_env, tiny_overrides
 from tune.export import collect_trials
+from limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,7 @@ def test_killed_search_resumes_without_rerunning_finished_trials(coco_format_roo
     args = ["search", "--space", "search_spaces/demo.yaml",
             *tiny_overrides(coco_format_root, storage, "resume",
                             **{"tasks": "[{name: mlc_pl10, prob: 0.1}]", "scheduler.type": "none",
-                               "fixed.stop_epoch": 3, "fixed.epochs": 4})]
+                               "fixed.train_epochs": 4, "fixed.epochs": 4})]
     exp = storage / "resume"
     driver = subprocess.Popen([PYTHON, str(REPO / "train_entry.py"), *args], cwd=REPO,
                               env=search_env(), stdout=subprocess.DEVNULL,
@@ -59,10 +60,10 @@ def test_killed_search_resumes_without_rerunning_finished_trials(coco_format_roo
         os.killpg(driver.pid, signal.SIGKILL)          # the driver and everything it started
         driver.wait()
         subprocess.run([PYTHON, "-m", "ray.scripts.scripts", "stop", "--force"],
-                       env=search_env(), capture_output=True, timeout=120)
+                       env=search_env(), capture_output=True, timeout=HANG_GUARD_S)
     assert interrupted is not None, "the search ended before it could be interrupted mid-trial"
 
-    proc = run_entry(args + ["--resume"], timeout=1200)
+    proc = run_entry(args + ["--resume"], timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     trials = collect_trials(exp)

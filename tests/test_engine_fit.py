@@ -22,7 +22,7 @@ from pu_mlc.engine.outputs import write_json_atomic
 from pu_mlc.engine.selection import Selection
 from engine_helpers import one_torch_thread, small_config  # noqa: F401 (autouse fixture)
 
-fit_module = importlib.import_module("pu_mlc.engine.fit")   # the package re-exports fit()
+protocols_module = importlib.import_module("pu_mlc.engine.protocols")
 
 
 def leftover_temporaries(root: Path) -> list[Path]:
@@ -35,7 +35,7 @@ def paper_run(coco_format_root, tmp_path_factory):
     """Two epochs under the paper protocol, with a reporter recording every call."""
     out = tmp_path_factory.mktemp("paper") / "run"
     calls = []
-    cfg = small_config(coco_format_root, out, stop_epoch=1)
+    cfg = small_config(coco_format_root, out, train_epochs=2)
     result = fit(cfg, reporter=lambda metrics, ckpt: calls.append((metrics, ckpt)))
     return cfg, out, result, calls
 
@@ -74,22 +74,28 @@ def test_metrics_json_is_the_returned_payload_and_valid_json(paper_run):
 
 def test_a_run_writes_its_config_checkpoints_and_log(paper_run):
     cfg, out, result, _ = paper_run
-    assert TrainConfig.from_yaml(out / "config.yaml") == cfg.validate()
+    recorded = TrainConfig.from_yaml(out / "config.yaml")
+    # the run records what 'auto' meant here, never 'auto' itself
+    assert (recorded.precision, recorded.data_pipeline) == ("fp32", "pil")
+    assert recorded == cfg.replace(precision="fp32", data_pipeline="pil")
+    assert recorded.to_dict() == result["config"]
     # fit is called from Python here without any logging setup: the log still has every epoch,
     # and the package logger's level is given back afterwards
     log_text = (out / "train.log").read_text()
-    assert "INFO pu_mlc.engine.fit: epoch 0/1" in log_text and "epoch 1/1" in log_text
+    assert "INFO pu_mlc.engine.fit: epoch 1/2" in log_text and "epoch 2/2" in log_text
+    counts = result["model"]
+    assert f"{counts['total']:,} parameters ({counts['trainable']:,} trainable" in log_text
     assert logging.getLogger("pu_mlc").level == logging.NOTSET
-    last = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    assert last["epoch"] == 1 and len(last["history"]) == 2
-    best = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and len(last["history"]) == 2
+    best = torch.load(out / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
     r = result["result"]
-    assert best["which"] == r["selected_model"] and best["epoch"] == r["selected_epoch"] - 1
+    assert best["which"] == r["selected_model"] and best["epoch"] == r["selected_epoch"]
     assert best["selection_score"] == r["test_mAP"]
     if r["selected_epoch"] == 2:                      # selected in the last epoch: same weights
         key = "ema" if r["selected_model"] == "ema" else "model"
         for name, tensor in best["model"].items():
-            assert torch.equal(tensor, last[key][name]), name
+            assert torch.equal(tensor, last["recipe"][key][name]), name
 
 
 def test_the_reporter_gets_every_epoch_and_the_last_checkpoint(paper_run):
@@ -105,14 +111,14 @@ def test_honest_protocol_selects_on_validation_and_scores_test_only_when_it_impr
     """Epoch 1 is made not to improve and epoch 2 to improve (offsets on the validation
     scores), so the test set must be scored after epochs 0 and 2 only, by the chosen model."""
     predicted: list[tuple[str, tuple[str, ...]]] = []
-    real_predict = fit_module.predict
+    real_predict = protocols_module.predict
 
     def recording_predict(models, target, *args, **kwargs):
         predicted.append((target.name, tuple(models)))
         return real_predict(models, target, *args, **kwargs)
 
     real_consider = Selection.consider
-    offsets = {0: 0.0, 1: -1000.0, 2: 1000.0}
+    offsets = {1: 0.0, 2: -1000.0, 3: 1000.0}
     verdicts = []
 
     def steered_consider(self, epoch, scores):
@@ -120,10 +126,10 @@ def test_honest_protocol_selects_on_validation_and_scores_test_only_when_it_impr
                                       {k: v + offsets[epoch] for k, v in scores.items()}))
         return verdicts[-1]
 
-    monkeypatch.setattr(fit_module, "predict", recording_predict)
+    monkeypatch.setattr(protocols_module, "predict", recording_predict)
     monkeypatch.setattr(Selection, "consider", steered_consider)
     result = fit(small_config(coco_format_root, tmp_path / "run", protocol="honest",
-                              stop_epoch=2))
+                              train_epochs=3))
 
     assert verdicts == [True, False, True]
     val_calls = [p for p in predicted if p[0] == "val"]

@@ -28,8 +28,8 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def optimizer_steps(checkpoint: Path) -> set[int]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    return {int(s["step"]) for s in state["optimizer"]["state"].values()}
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return {int(s["step"]) for s in state["recipe"]["optimizer"]["state"].values()}
 
 
 def scalar_steps(logdir: Path, tag: str) -> list[int]:
@@ -52,15 +52,15 @@ class Interrupt(RuntimeError):
 def straight_run(coco_format_root, tmp_path_factory):
     """Reference: epochs 0 and 1 in one go."""
     out = tmp_path_factory.mktemp("straight") / "run"
-    return out, fit(small_config(coco_format_root, out, stop_epoch=1))
+    return out, fit(small_config(coco_format_root, out, train_epochs=2))
 
 
 def test_resume_extends_a_finished_run_as_if_it_had_never_stopped(coco_format_root, tmp_path,
                                                                   straight_run):
     straight_out, straight = straight_run
     out = tmp_path / "run"
-    first = fit(small_config(coco_format_root, out, stop_epoch=0))
-    resumed = fit(small_config(coco_format_root, out, stop_epoch=1, resume=True))
+    first = fit(small_config(coco_format_root, out, train_epochs=1))
+    resumed = fit(small_config(coco_format_root, out, train_epochs=2, resume=True))
 
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == first["history"][0]        # the first epoch is kept as is
@@ -71,7 +71,7 @@ def test_resume_extends_a_finished_run_as_if_it_had_never_stopped(coco_format_ro
     assert optimizer_steps(out / "checkpoints" / "last.pt") == \
         optimizer_steps(straight_out / "checkpoints" / "last.pt")
     # the config of the continued run is recorded; TensorBoard holds both epochs once
-    assert TrainConfig.from_yaml(out / "config.yaml").stop_epoch == 1
+    assert TrainConfig.from_yaml(out / "config.yaml").train_epochs == 2
     assert scalar_steps(out / "tensorboard", "train/loss") == [1, 2]
 
 
@@ -83,21 +83,21 @@ def test_resume_after_an_interrupted_epoch_repeats_nothing(coco_format_root, tmp
     def stop_after_first_epoch(metrics, checkpoint):
         raise Interrupt("killed")
 
-    cfg = small_config(coco_format_root, out, stop_epoch=1)
+    cfg = small_config(coco_format_root, out, train_epochs=2)
     with pytest.raises(Interrupt):
         fit(cfg, reporter=stop_after_first_epoch)
-    saved = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    assert saved["epoch"] == 0
+    saved = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 1
     shown = json.loads((out / "metrics.json").read_text())
     assert shown["status"] == "running" and len(shown["history"]) == 1
     assert "_hparams_/session_end_info" not in hparams_tags(out / "tensorboard")
 
     seen = []
-    real_one_epoch = fit_module._train_one_epoch
-    monkeypatch.setattr(fit_module, "_train_one_epoch",
-                        lambda *a, **k: seen.append(a[-1]) or real_one_epoch(*a, **k))
+    real_one_epoch = fit_module.train_one_epoch
+    monkeypatch.setattr(fit_module, "train_one_epoch",
+                        lambda *a, **k: seen.append(a[3]) or real_one_epoch(*a, **k))
     resumed = fit(cfg.replace(resume=True))
-    assert seen == [1]                                          # only epoch 1 was trained
+    assert seen == [2]                                          # only epoch 2 was trained
     assert resumed["history"][0] == shown["history"][0]
     assert resumed["history"][1]["lr"] == straight["history"][1]["lr"]
     # the HParams session opened by the interrupted run is closed by the resumed one
@@ -111,7 +111,7 @@ def test_resume_with_different_settings_is_refused_and_changes_nothing(coco_form
     out, _ = straight_run
     before = snapshot(out)
     with pytest.raises(OutputDirError, match=r"lr: 0\.0001 -> 0\.001.*same flags"):
-        fit(small_config(coco_format_root, out, stop_epoch=1, resume=True, lr=1e-3))
+        fit(small_config(coco_format_root, out, train_epochs=2, resume=True, lr=1e-3))
     assert snapshot(out) == before
 
 
@@ -139,7 +139,7 @@ def test_an_earlier_run_is_refused_without_a_flag(coco_format_root, straight_run
 
 def test_overwrite_replaces_the_earlier_run_and_nothing_else(coco_format_root, tmp_path):
     out = tmp_path / "run"
-    fit(small_config(coco_format_root, out, stop_epoch=1))
+    fit(small_config(coco_format_root, out, train_epochs=2))
     old_events = sorted((out / "tensorboard").iterdir())
     (out / "notes.txt").write_text("mine")
     result = fit(small_config(coco_format_root, out, overwrite=True, head="linear"))
@@ -147,6 +147,6 @@ def test_overwrite_replaces_the_earlier_run_and_nothing_else(coco_format_root, t
     assert TrainConfig.from_yaml(out / "config.yaml").head == "linear"
     assert not any(p.exists() for p in old_events)              # stale curves are gone
     assert scalar_steps(out / "tensorboard", "train/loss") == [1]
-    last = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    assert last["epoch"] == 0
+    last = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 1
     assert (out / "notes.txt").read_text() == "mine"            # not a run file: kept

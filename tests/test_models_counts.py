@@ -10,6 +10,7 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.models.resnet import Bottleneck
 
+from pu_mlc.data import COCO2014_CLASSES, VOC_CLASSES, class_word_vectors
 from pu_mlc.errors import ConfigError, DataError
 from pu_mlc.models import PUMLCNet, build_model, convert_to_lgc
 
@@ -36,6 +37,50 @@ def test_parameter_counts_are_those_of_the_published_model(model):
         "lgc": 5_436_160, "head": 14_663_761, "total": 62_600_081, "trainable": 35_064_657}
     assert sum(p.numel() for p in model.parameters()) == 62_600_081
     assert sum(p.numel() for p in model.trainable_parameters()) == 35_064_657
+
+
+# Head terms that do not depend on the class count C (SPEC §3, d_w = 300): reduce conv + BN,
+# attention fc1..fc4, GGNN gates (3 W: 2048->1024, 3 U: 1024->1024, with bias), output fc.
+HEAD_WITHOUT_CLASSIFIER = ((2048 * 1024 + 2 * 1024)
+                           + (1024 * 512 + 300 * 512 + (512 * 512 + 512) + (512 + 1))
+                           + 3 * (2048 * 1024 + 1024) + 3 * (1024 * 1024 + 1024)
+                           + (2048 * 1024 + 1024))
+RESNET101_WITHOUT_FC = 42_500_160
+LGC = 5_436_160
+#: Frozen: stem + layer1..3 of ResNet-101 (total - trainable, the same for every C).
+FROZEN = 62_600_081 - 35_064_657
+
+
+def expected_counts(num_classes: int) -> dict[str, int]:
+    head = HEAD_WITHOUT_CLASSIFIER + num_classes * (1024 + 1)    # per-class theta_c and b_c
+    total = RESNET101_WITHOUT_FC + LGC + head
+    return {"lgc": LGC, "head": head, "total": total, "trainable": total - FROZEN}
+
+
+def test_the_count_formula_gives_the_published_coco_numbers():
+    assert HEAD_WITHOUT_CLASSIFIER == 14_581_761
+    assert expected_counts(80) == {
+        "lgc": 5_436_160, "head": 14_663_761, "total": 62_600_081, "trainable": 35_064_657}
+
+
+@pytest.mark.parametrize("dataset, class_names, counts", [
+    ("COCO2014", COCO2014_CLASSES,
+     {"lgc": 5_436_160, "head": 14_663_761, "total": 62_600_081, "trainable": 35_064_657}),
+    # VOC: 60 classes fewer, each one 1024 weights + 1 bias: 61,500 parameters fewer.
+    ("VOC2007", VOC_CLASSES,
+     {"lgc": 5_436_160, "head": 14_602_261, "total": 62_538_581, "trainable": 35_003_157}),
+])
+def test_the_default_word_vectors_give_the_published_model_size(dataset, class_names, counts):
+    assert counts == expected_counts(len(class_names))
+    words = class_word_vectors(class_names, "auto", dataset=dataset)
+    assert words.shape == (len(class_names), 300)
+    torch.manual_seed(0)
+    net = build_model("resnet101", len(class_names), word_vectors=words,
+                      adjacency=adjacency(len(class_names)))
+    assert net.parameter_counts() == counts
+    assert sum(p.numel() for p in net.parameters()) == counts["total"]
+    assert sum(p.numel() for p in net.trainable_parameters()) == counts["trainable"]
+    np.testing.assert_array_equal(net.head.word_vectors.numpy(), words)
 
 
 def test_word_vectors_and_adjacency_are_fixed_buffers_not_parameters(model):

@@ -9,7 +9,6 @@ import torch
 from timm.layers import create_conv2d
 from torch import nn
 
-from pu_mlc.errors import ConfigError
 from pu_mlc.models import (LocalGlobalConv, build_model, convert_to_lgc, create_backbone,
                            lgc_modules, set_lgc_impl)
 
@@ -61,10 +60,10 @@ def test_convs_that_are_not_3x3_or_have_too_few_channels_are_skipped_and_logged(
     assert "2 left as a plain conv (in_channels=12" in caplog.text
 
 
-def test_unknown_lgc_implementation_is_refused_naming_the_flag():
-    with pytest.raises(ConfigError, match="--lgc-impl"):
+def test_unknown_lgc_implementation_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="'quick'; choose one of fast, literal"):
         convert_to_lgc(nn.Conv2d(16, 16, 3), impl="quick")
-    with pytest.raises(ConfigError, match="--lgc-impl"):
+    with pytest.raises(ValueError, match="'quick'; choose one of fast, literal"):
         set_lgc_impl(nn.Sequential(), "quick")
 
 

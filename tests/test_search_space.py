@@ -15,7 +15,7 @@ BASE = {
     "name": "t",
     "budget": {"trials_per_task": 3},
     "resources": {"num_workers": 2},
-    "fixed": {"dataset": "coco", "data": "/data/demo", "stop_epoch": 2, "epochs": 80},
+    "fixed": {"dataset": "coco", "data": "/data/demo", "train_epochs": 3, "epochs": 80},
     "search": {"alpha": {"type": "loguniform", "low": 0.5, "high": 4.0},
                "gamma": {"type": "uniform", "low": 0.0, "high": 1.0},
                "ema": {"type": "choice", "values": [0.99, 0.9997]}},
@@ -108,7 +108,7 @@ def test_paper_spaces_cover_the_published_label_proportions_with_published_first
     assert sorted(t.base.prob for t in coco.tasks) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
                                                         0.9, 1.0]
     assert coco.tasks[0].first_trial == {"alpha": 1.0, "gamma": 0.55, "ema": 0.9997}
-    assert coco.tasks[0].base.batch_size == 35 and coco.tasks[0].base.stop_epoch == 40
+    assert coco.tasks[0].base.batch_size == 35 and coco.tasks[0].base.train_epochs == 41
     voc = load_search_spec(REPO / "search_spaces" / "voc2007_pl.yaml")
     assert voc.tasks[0].first_trial == {"alpha": 2.0, "gamma": 0.85, "ema": 0.991}
     assert voc.tasks[0].base.batch_size == 45 and voc.tasks[0].base.lr == 4e-5

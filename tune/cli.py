@@ -17,8 +17,8 @@ DEMO_SPACE = REPO_ROOT / "search_spaces" / "demo.yaml"
 DEMO_DATA = Path("demo_data")
 
 
-def search_parser(prog: str = "train_entry.py search") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Run a Ray Tune + Optuna search over "
+def search_parser(prog: str = "pu-mlc search") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, allow_abbrev=False, description="Run a Ray Tune + Optuna search over "
                                 "Ray Train DDP trials (see search_spaces/README.md).")
     p.add_argument("--space", required=True, help="search space YAML file")
     p.add_argument("--resume", action="store_true",
@@ -88,7 +88,7 @@ def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
 
 
 def run_export_command(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="train_entry.py export",
+    p = argparse.ArgumentParser(prog="pu-mlc export", allow_abbrev=False,
                                 description="Export the best config of every task.")
     p.add_argument("experiment_dir")
     p.add_argument("--out", default=None, help="default: EXPERIMENT_DIR/exports")
@@ -107,7 +107,7 @@ def run_export_command(argv: Sequence[str]) -> int:
 
 def run_demo_command(argv: Sequence[str]) -> int:
     """Build the built-in dataset if missing, then run the demo search on a local Ray."""
-    p = argparse.ArgumentParser(prog="train_entry.py demo", description=run_demo_command.__doc__)
+    p = argparse.ArgumentParser(prog="pu-mlc demo", allow_abbrev=False, description=run_demo_command.__doc__)
     p.add_argument("--data", default=str(DEMO_DATA), help="where the demo dataset lives")
     p.add_argument("--space", default=str(DEMO_SPACE))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

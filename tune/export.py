@@ -63,7 +63,7 @@ def collect_trials(experiment_dir: Path) -> list[TrialRecord]:
                 else None
             history = metrics.get("history", [])
             epochs = len(history)
-            max_epochs = (cfg.stop_epoch + 1) if cfg else None
+            max_epochs = cfg.train_epochs if cfg else None
             if trial.status == "ERROR":
                 status = "errored"
             elif trial.status == "TERMINATED":
@@ -136,8 +136,9 @@ def timing_summary(records: list[TrialRecord]) -> dict:
 
 
 def exported_config(cfg: TrainConfig, experiment_dir: Path, task: str) -> TrainConfig:
-    return cfg.replace(output_dir=f"runs/{experiment_dir.name}/{task}-best",
-                       tensorboard_dir=None, overwrite=False, resume=False)
+    """The trial's config as a stand-alone run: no output folder of the search (a re-run gets
+    its own dated folder), the precision and data pipeline the trial really used."""
+    return cfg.replace(output_dir=None, tensorboard_dir=None, overwrite=False, resume=False)
 
 
 def reproduce_command(cfg: TrainConfig, num_workers: int) -> str:

@@ -93,7 +93,7 @@ def run_task(spec: SearchSpec, task: Task, resume: bool) -> dict:
         return json.loads(done.read_text())
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, task_name=task.name,
-                             base=task.base.to_dict(include_run_control=True),
+                             base=task.base,
                              experiment_dir=str(spec.experiment_dir),
                              resources=_resources_dict(spec), hparam_keys=sorted(spec.search)),
         {"CPU": spec.resources.driver_cpus})

@@ -41,7 +41,7 @@ Schema (all keys; ``?`` = optional, default after ``=``)::
     tasks:                           # at least one
       - name: str                    # [A-Za-z0-9_-], unique
         prob?: float                 # required unless prob is searched
-        fixed?: {field: value}       # per-task overrides (dataset, data root, Stop_epoch ...)
+        fixed?: {field: value}       # per-task overrides (dataset, data root, train_epochs ...)
         first_trial?: {field: value}
 """
 
@@ -159,7 +159,7 @@ class SearchSpec:
         raise KeyError(name)
 
     def max_epochs(self, task: Task) -> int:
-        return task.base.stop_epoch + 1
+        return task.base.train_epochs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def _parse_tasks(raw: Any, where: str, fixed: dict, first_trial: dict,
         if "://" not in data and not Path(data).is_absolute():
             values["data"] = str((base_dir / data).resolve())
         try:
-            base = TrainConfig.from_dict(values, source=f"{key} fixed fields").validate()
+            base = TrainConfig.from_dict(values, source=f"{key} fixed fields")
         except ConfigError as err:
             raise ConfigError(f"{key}: {err}") from None
         # default first trial: the fixed (published) values, where the searched range has them
@@ -368,7 +368,7 @@ def _parse_tasks(raw: Any, where: str, fixed: dict, first_trial: dict,
         for name, dist in search.items():
             for v in dist.endpoints():
                 try:
-                    base.replace(**{name: v}).validate()
+                    base.updated({name: v}, source=f"search.{name}")
                 except ConfigError as err:
                     raise ConfigError(f"{where}: search.{name} allows {v!r}, which is invalid "
                                       f"for task '{tname}': {err}") from None

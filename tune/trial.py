@@ -31,10 +31,12 @@ def trial_paths(experiment_dir: Path, task: str, trial_id: str) -> dict[str, Pat
 
 def trial_config(base: TrainConfig, params: dict[str, Any], experiment_dir: Path, task: str,
                  trial_id: str) -> TrainConfig:
+    """The task's config with the sampled values (converted to the fields' types) and the
+    trial's own folders."""
     paths = trial_paths(experiment_dir, task, trial_id)
-    return base.replace(**params, output_dir=str(paths["output_dir"]),
-                        tensorboard_dir=str(paths["tensorboard_dir"]), overwrite=False,
-                        resume=False).validate()
+    return base.updated(params, source=f"trial {trial_id}").replace(
+        output_dir=str(paths["output_dir"]), tensorboard_dir=str(paths["tensorboard_dir"]),
+        overwrite=False, resume=False)
 
 
 def train_worker(loop_config: dict) -> None:
@@ -48,7 +50,7 @@ def train_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     os.environ.setdefault("RANK", str(context.get_world_rank()))
     setup_logging()
-    cfg = TrainConfig.from_dict(loop_config["train_config"], source="trial config")
+    cfg: TrainConfig = loop_config["train_config"]          # pickled by Ray as it is
     resume_file: Optional[Path] = None
     checkpoint = ray.train.get_checkpoint()
     scratch = Path(tempfile.mkdtemp(prefix="pumlc-resume-"))
@@ -86,7 +88,7 @@ def _ray_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
 
 
-def run_trial(params: dict, *, task_name: str, base: dict, experiment_dir: str,
+def run_trial(params: dict, *, task_name: str, base: TrainConfig, experiment_dir: str,
               resources: dict, hparam_keys: list[str]) -> None:
     """The Tune trainable: one Ray Train DDP run of the engine with the sampled parameters."""
     import ray.train
@@ -96,8 +98,7 @@ def run_trial(params: dict, *, task_name: str, base: dict, experiment_dir: str,
 
     trial_id = tune.get_context().get_trial_id()
     exp_dir = Path(experiment_dir)
-    cfg = trial_config(TrainConfig.from_dict(base, source=f"task {task_name}"), params, exp_dir,
-                       task_name, trial_id)
+    cfg = trial_config(base, params, exp_dir, task_name, trial_id)
     hparams = {"task": task_name, "prob": cfg.prob,
                **{k: getattr(cfg, k) for k in hparam_keys}}
     paths = trial_paths(exp_dir, task_name, trial_id)
@@ -107,8 +108,7 @@ def run_trial(params: dict, *, task_name: str, base: dict, experiment_dir: str,
         per_worker["GPU"] = resources["gpus_per_worker"]
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"train_config": cfg.to_dict(include_run_control=True),
-                           "hparams": hparams},
+        train_loop_config={"train_config": cfg, "hparams": hparams},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=resources["num_workers"],
                                                use_gpu=use_gpu,

@@ -17,14 +17,14 @@ from .splits import Split, load_dataset
 from .transforms import (IMAGENET_MEAN, IMAGENET_STD, crop_sides, test_transform,
                          train_transform)
 from .voc import VOC_CLASSES
-from .words import class_word_vectors
+from .words import COCO2014_CLASSES, class_word_vectors, published_word_vectors_path
 
 __all__ = [
-    "Split", "load_dataset", "VOC_CLASSES",
+    "Split", "load_dataset", "VOC_CLASSES", "COCO2014_CLASSES",
     "partial_labels", "label_cooccurrence", "holdout_indices",
     "IMAGENET_MEAN", "IMAGENET_STD", "crop_sides", "train_transform", "test_transform",
     "MultiLabelImageDataset", "EncodedImageDataset", "encoded_collate",
     "DeviceTrainTransform", "DeviceTestTransform",
-    "check_images", "class_word_vectors",
+    "check_images", "class_word_vectors", "published_word_vectors_path",
     "read_idx", "load_fashion_mnist", "FASHION_MNIST_CLASSES", "build_demo_dataset",
 ]

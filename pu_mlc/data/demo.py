@@ -66,7 +66,12 @@ def package_version() -> str:
 @functools.lru_cache(maxsize=1)
 def load_backgrounds() -> tuple[tuple[str, np.ndarray], ...]:
     """(name, uint8 RGB array) of the bundled scikit-image backgrounds, loaded once."""
-    import skimage.data
+    try:
+        import skimage.data
+    except ImportError as e:
+        raise ConfigError('the demo dataset\'s backgrounds need scikit-image (the "demo" extra): '
+                          'pip install "pu-mlc[demo]", or build without backgrounds '
+                          '(--no-backgrounds)') from e
 
     out = []
     for name in BACKGROUND_NAMES:

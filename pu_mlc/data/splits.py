@@ -16,11 +16,13 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
+#: Dataset names ``load_dataset`` reads (canonical spelling; matched case-insensitively).
+DATASETS = ("COCO2014", "VOC2007", "coco")
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,7 +82,7 @@ def _readers() -> dict[str, Callable[[Path], dict[str, Split]]]:
 
 
 def load_dataset(dataset: str, root: Union[str, Path]) -> dict[str, Split]:
-    """Read the dataset ``dataset`` (a name of ``pu_mlc.config.DATASETS``) found under ``root``.
+    """Read the dataset ``dataset`` (a name of :data:`DATASETS`) found under ``root``.
 
     Returns ``{'train': Split, 'test': Split}`` plus ``'val'`` when the dataset ships a validation
     split of its own (the ``coco`` layout with ``annotations/instances_val.json``). Annotation
@@ -91,8 +93,7 @@ def load_dataset(dataset: str, root: Union[str, Path]) -> dict[str, Split]:
     by_lower = {k.lower(): k for k in readers}
     dataset = by_lower.get(str(dataset).lower(), dataset)
     if dataset not in readers:
-        raise ConfigError(f"dataset (--dataset) = {dataset!r} is not one of "
-                          f"{', '.join(readers)}; pick one of them")
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(readers)}")
     root = Path(root).expanduser()
     if not str(root) or not root.is_dir():
         raise DataError(f"dataset root {str(root)!r} for --dataset {dataset} is not a directory; "

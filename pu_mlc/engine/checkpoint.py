@@ -1,72 +1,65 @@
 """Checkpoints: ``last.pt`` to resume a run, ``best.pt`` to use its selected model.
 
-``last.pt`` holds everything the next epoch needs (model and EMA state, optimizer, OneCycle
-position, GradScaler, selection so far, per-epoch history); the MixUp randomness is re-seeded
-from (seed, rank, epoch) so nothing else is needed for an exact continuation. ``best.pt`` holds
-only the selected model's weights with the class names and the config, so it can be loaded for
-inference without the pretrained backbone file. Both are written atomically.
+``last.pt`` holds everything the next epoch needs (the recipe's state: model, EMA, optimizer,
+OneCycle position, GradScaler; the selection so far; the per-epoch history); the MixUp randomness
+is re-seeded from (seed, rank, epoch) so nothing else is needed for an exact continuation.
+``best.pt`` holds only the selected model's weights with the class names and the config, so it can
+be loaded for inference without the pretrained backbone file. Both are written atomically and
+hold only tensors and plain Python values, so they are read with ``weights_only=True``: a crafted
+pickle on shared storage cannot run code when a run is resumed. Epochs are 1-based.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
-from torch import nn
 
-from ..config import TrainConfig
 from ..errors import OutputDirError
 from .outputs import torch_save_atomic
-from .selection import Selection
 
-FORMAT_VERSION = 1
+#: Version 2: 1-based epochs, the recipe's state under "recipe".
+FORMAT_VERSION = 2
 
 
-def save_checkpoint(path: Path, *, model: nn.Module, ema: nn.Module,
-                    optimizer: torch.optim.Optimizer, scheduler, scaler, epoch: int,
-                    selection: Selection, history: list[dict]) -> None:
-    torch_save_atomic({
-        "format_version": FORMAT_VERSION,
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "selection": selection.state_dict(),
-        "history": history,
-    }, path)
+def save_checkpoint(path: Path, *, recipe_state: dict, epoch: int, selection: dict,
+                    history: list[dict]) -> None:
+    torch_save_atomic({"format_version": FORMAT_VERSION, "epoch": epoch,
+                       "recipe": recipe_state, "selection": selection, "history": history},
+                      path)
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """The state in ``last.pt``; a foreign, truncated or older file is refused in one line."""
     path = Path(path)
     if not path.exists():
         raise OutputDirError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:  # a truncated or foreign file
-        raise OutputDirError(f"checkpoint {path} cannot be read ({err}); start a new run "
-                             f"with --overwrite") from None
-    if state.get("format_version") != FORMAT_VERSION:
-        raise OutputDirError(f"checkpoint {path} has format {state.get('format_version')}, "
-                             f"this version reads {FORMAT_VERSION}")
+    state = safe_torch_load(path, device)
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        found = state.get("format_version") if isinstance(state, dict) else type(state).__name__
+        raise OutputDirError(f"checkpoint {path} has format {found!r}, this version reads "
+                             f"{FORMAT_VERSION}; start a new run (another --output-dir)")
     return state
 
 
-def save_best_weights(path: Path, model: nn.Module, cfg: TrainConfig,
-                      class_names: tuple[str, ...], epoch: int,
-                      selection: Selection) -> None:
-    torch_save_atomic({
-        "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
-        "class_names": list(class_names),
-        "epoch": epoch,
-        "which": selection.best_model,
-        "selection_score": selection.best_score,
-        "config": cfg.to_dict(),
-    }, path)
+def safe_torch_load(path: Path, device=None):
+    """``torch.load`` that never unpickles code: anything beyond tensors and plain values is
+    refused with a one-line error naming the file."""
+    try:
+        return torch.load(path, map_location=device or "cpu", weights_only=True)
+    except Exception as err:  # a truncated, foreign or malicious file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OutputDirError(f"checkpoint {path} cannot be read safely ({first}); it is not a "
+                             f"file this version of pu-mlc wrote") from None
 
 
-def load_best_weights(path: Path, device: Optional[torch.device] = None) -> dict:
-    return torch.load(path, map_location=device or "cpu", weights_only=False)
+def save_best_weights(path: Path, model: torch.nn.Module, config: dict,
+                      class_names: tuple[str, ...], epoch: int, which: str,
+                      score: float) -> None:
+    torch_save_atomic({"format_version": FORMAT_VERSION, "model": model.state_dict(),
+                       "class_names": list(class_names), "epoch": epoch, "which": which,
+                       "selection_score": score, "config": config}, path)
+
+
+def load_best_weights(path: Path, device=None) -> dict:
+    return safe_torch_load(Path(path), device)

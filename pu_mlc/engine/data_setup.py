@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..config import TrainConfig
 from ..data import (DeviceTestTransform, DeviceTrainTransform, EncodedImageDataset,
                     MultiLabelImageDataset, Split, check_images, class_word_vectors,
                     holdout_indices, label_cooccurrence, load_dataset, partial_labels,
@@ -27,7 +26,14 @@ from ..errors import ConfigError, DataError
 from ..metrics import ShardedEvalSampler
 from .distributed import DistContext
 
+if TYPE_CHECKING:                                       # the config collects DATA_PIPELINES
+    from ..config import TrainConfig
+
 log = logging.getLogger(__name__)
+
+#: Where images are decoded and augmented: PIL in loader processes (published), or tensors on the
+#: training device; 'auto' picks tensor on CUDA.
+DATA_PIPELINES = ("auto", "pil", "tensor")
 
 
 @dataclass
@@ -99,7 +105,7 @@ def prepare_run_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
 
     word_vectors = None
     if cfg.head == "ssgrl":
-        word_vectors = class_word_vectors(class_names, cfg.word_vectors)
+        word_vectors = class_word_vectors(class_names, cfg.word_vectors, dataset=cfg.dataset)
     adjacency = label_cooccurrence(train_targets)
     return RunData(class_names, LabelledSplit(train, train_targets),
                    LabelledSplit(test_split, test_targets), val, word_vectors, adjacency,

@@ -19,9 +19,11 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: Device preferences :func:`resolve_device` understands.
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,7 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     has_cuda = torch.cuda.is_available()
     if preference == "cuda" and not has_cuda:
-        raise ConfigError("device (--device) = 'cuda' but no CUDA device is visible; use "
-                          "--device cpu or auto")
+        raise ValueError("'cuda' was asked for but no CUDA device is visible; use cpu or auto")
     if has_cuda:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")

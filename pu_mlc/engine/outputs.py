@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..config import TrainConfig
+from .. import config as config_lib
 from ..errors import OutputDirError
 
 #: Files and folders a run writes; only these are removed by ``--overwrite``.
@@ -54,11 +54,11 @@ class RunPaths:
     def log_file(self) -> Path:
         return self.root / "train.log"
 
-    def tensorboard(self, cfg: TrainConfig) -> Path:
+    def tensorboard(self, cfg: "config_lib.TrainConfig") -> Path:
         return Path(cfg.tensorboard_dir) if cfg.tensorboard_dir else self.root / "tensorboard"
 
 
-def check_output_dir(cfg: TrainConfig) -> RunPaths:
+def check_output_dir(cfg: "config_lib.TrainConfig") -> RunPaths:
     """Refuse to clobber earlier results; for ``--resume`` require a matching earlier run.
 
     Pure check, safe to call on every rank before any rank writes.
@@ -71,7 +71,7 @@ def check_output_dir(cfg: TrainConfig) -> RunPaths:
                 f"--resume: no checkpoint at {paths.last_checkpoint}; start without --resume "
                 f"(or point --output-dir at the run to continue)")
         if paths.config.exists():
-            earlier = TrainConfig.from_yaml(paths.config)
+            earlier = config_lib.TrainConfig.from_yaml(paths.config)
             diff = config_differences(earlier, cfg)
             if diff:
                 raise OutputDirError(
@@ -86,7 +86,7 @@ def check_output_dir(cfg: TrainConfig) -> RunPaths:
     return paths
 
 
-def prepare_output_dir(paths: RunPaths, cfg: TrainConfig) -> None:
+def prepare_output_dir(paths: RunPaths, cfg: "config_lib.TrainConfig") -> None:
     """Create the directory (rank 0 only); with ``--overwrite`` remove the earlier run's files."""
     paths.root.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
@@ -100,14 +100,14 @@ def prepare_output_dir(paths: RunPaths, cfg: TrainConfig) -> None:
 
 
 #: Fields that may differ between a run and its resumption (they steer execution, not the math).
-#: ``stop_epoch`` only says where the fixed ``epochs``-long OneCycle schedule is cut, so a
+#: ``train_epochs`` only says where the fixed ``epochs``-long OneCycle schedule is cut, so a
 #: finished run can be continued for more epochs (``--resume --Stop_epoch`` larger).
 RESUMABLE_DIFFERENCES = {"workers", "overwrite", "resume", "device", "output_dir",
                          "tensorboard_dir", "eval_batch_size", "data_pipeline", "compile",
-                         "skip_bad_images", "data", "stop_epoch"}
+                         "skip_bad_images", "data", "train_epochs", "f1_thresholds"}
 
 
-def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+def config_differences(a: "config_lib.TrainConfig", b: "config_lib.TrainConfig") -> list[str]:
     da, db = a.to_dict(include_run_control=True), b.to_dict(include_run_control=True)
     return [f"{k}: {da[k]!r} -> {db[k]!r}" for k in da
             if k not in RESUMABLE_DIFFERENCES and da[k] != db[k]]

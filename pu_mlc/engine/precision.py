@@ -13,7 +13,8 @@ from typing import Optional
 
 import torch
 
-from ..errors import ConfigError
+#: Precision names :func:`resolve_precision` understands ('auto' picks one per device).
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Precision:
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
+    """The concrete precision of ``name`` on ``device``; impossible pairs raise ``ValueError``."""
     dev = device.type
     if name == "auto":
         if dev == "cuda":
@@ -44,12 +46,11 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
         return Precision("fp32", None, dev)
     if name == "bf16":
         if dev == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("precision (--precision) = 'bf16' but this GPU has no bf16 "
-                              "support; use fp16 or auto")
+            raise ValueError("'bf16' but this GPU has no bf16 support; use fp16 or auto")
         return Precision("bf16", torch.bfloat16, dev)
     if name == "fp16":
         if dev == "cpu":
-            raise ConfigError("precision (--precision) = 'fp16' needs CUDA (CPU autocast is "
-                              "bf16 only); use bf16 or fp32 on CPU")
+            raise ValueError("'fp16' needs CUDA (CPU autocast is bf16 only; the paper preset's "
+                             "fp16 + GradScaler is a GPU recipe); use bf16 or fp32 on CPU")
         return Precision("fp16", torch.float16, dev)
-    raise ConfigError(f"precision (--precision) = {name!r}: choose auto, bf16, fp16 or fp32")
+    raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")

@@ -1,10 +1,8 @@
-"""Which epoch (and which of the regular / EMA model) a run reports: the two protocols.
+"""The selection so far: which epoch and which of the regular / EMA model a run reports.
 
-``paper``: every epoch both models are scored on the *test* set and the best score over epochs
-is reported, exactly as the published code does. That selects on the test set, so it is an
-optimistic estimate. ``honest``: both models are scored on a validation split (carved from the
-training images, with partial labels only), the best validation epoch/model is selected, and the
-test set is scored only for that selection: the reported number is a real held-out estimate.
+Kept by a protocol (:mod:`pu_mlc.engine.protocols`, which explains the two ways of selecting) and
+saved in ``last.pt`` so a resumed run continues the same selection. Epochs are 1-based; 0 means
+no epoch selected yet.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from typing import Optional
 class Selection:
     protocol: str
     best_score: float = float("-inf")   # selection metric (paper: test mAP, honest: val mAP)
-    best_epoch: int = -1                # 0-based epoch index
+    best_epoch: int = 0                 # 1-based epoch; 0 = none yet
     best_model: str = ""                # 'regular' | 'ema'
     test_map: Optional[float] = None    # test mAP of the selected epoch/model
     test_summary: Optional[dict] = None

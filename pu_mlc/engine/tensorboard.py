@@ -15,8 +15,8 @@ from typing import Any, Mapping, Optional
 log = logging.getLogger(__name__)
 
 #: Scalar tags written every epoch; the HParams tab shows the ones in ``HPARAM_METRICS``.
-HPARAM_METRICS = ("test/mAP", "test/mAP_ema", "val/mAP", "val/mAP_ema", "train/loss",
-                  "selected/test_mAP")
+HPARAM_METRICS = ("selected/score", "selected/test_mAP", "test/mAP", "test/mAP_ema", "val/mAP",
+                  "val/mAP_ema", "train/loss")
 
 
 class RunWriter:

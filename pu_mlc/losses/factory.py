@@ -11,7 +11,6 @@ from typing import Callable, Dict
 
 from torch import nn
 
-from ..errors import ConfigError
 from .baselines import AssumeNegativeBCELoss, AsymmetricLoss, BCELoss, PartialBCELoss
 from .pu import PULoss
 
@@ -31,11 +30,11 @@ def build_loss(name: str, *, alpha: float = 1.0, gamma: float = 0.55) -> nn.Modu
     """Build the loss called ``name``; ``alpha`` and ``gamma`` are used by ``'pu'`` only.
 
     Returns a module whose ``forward(logits, targets)`` gives a scalar and which has the
-    attribute ``uses_mixup_regulariser``. An unknown name raises :class:`ConfigError`.
+    attribute ``uses_mixup_regulariser``. An unknown name raises ``ValueError``.
     """
     try:
         builder = _BUILDERS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown loss {name!r}; choose one of: {', '.join(LOSS_NAMES)}") \
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSS_NAMES)}") \
             from None
     return builder(alpha, gamma)

@@ -55,4 +55,4 @@ def create_head(name: str, in_channels: int, num_classes: int, *,
                               f">= 2 (published: 1024)")
         return SSGRLHead(in_channels, word_vectors, adjacency, feature_dim=head_dim,
                          attention_dim=head_dim // 2, output_dim=head_dim)
-    raise ConfigError(f"head (--head) = {name!r}: choose one of {', '.join(HEADS)}")
+    raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")

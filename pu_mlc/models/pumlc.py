@@ -120,10 +120,10 @@ def build_model(model_name: str, num_classes: int, *, head: str = "ssgrl",
         raise ConfigError(f"number of classes (--num-classes) = {num_classes!r}: must be a "
                           f"positive integer")
     if head not in HEADS:
-        raise ConfigError(f"head (--head) = {head!r}: choose one of {', '.join(HEADS)}")
+        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     if lgc_impl not in LGC_IMPLS:
-        raise ConfigError(f"LGC implementation (--lgc-impl) = {lgc_impl!r}: choose one of "
-                          f"{', '.join(LGC_IMPLS)}")
+        raise ValueError(f"unknown LGC implementation {lgc_impl!r}; choose one of "
+                         f"{', '.join(LGC_IMPLS)}")
     if word_vectors is not None:
         word_vectors = _check_matrix("word vectors (--word-vectors)", word_vectors,
                                      num_classes, None, "the word vectors")
