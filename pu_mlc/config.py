@@ -184,10 +184,6 @@ class TrainConfig:
             object.__setattr__(self, name, value)
         _validate(self)
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes`` applied; the copy is validated like any new config."""
         return dataclasses.replace(self, **changes)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from pu_mlc.data.demo import ComposedImage, DemoComposer, ItemPool, build_demo_dataset
-from pu_mlc.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from pu_mlc.data.fashion_mnist import load_fashion_mnist
 from pu_mlc.data.voc import VOC_CLASSES
 from pu_mlc.data.words import COCO2014_CLASSES
 

@@ -187,7 +187,7 @@ def test_a_word_vector_file_of_the_wrong_shape_is_named(shape, coco2014_root, tm
     path = tmp_path / "words.npy"
     np.save(path, np.ones(shape, np.float32))
     proc = refused_run(tmp_path, coco2014_root, "COCO2014", f"--word-vectors={path}")
-    assert_refused(proc, str(path), "--word-vectors", f"shape {shape}", "(10, d)")
+    assert_refused(proc, str(path), "--word-vectors", f"shape {shape}", "(80, d)")
 
 
 def test_a_word_vector_file_that_is_not_npy_is_named(coco2014_root, tmp_path):

@@ -176,10 +176,3 @@ def _index(data: dict) -> Any:
     with contextlib.redirect_stdout(io.StringIO()):   # pycocotools prints progress
         coco.createIndex()
     return coco
-
-
-def coco_object(annotation_file: Path) -> Any:
-    """Validated pycocotools ``COCO`` of one instances file (for tools that want pycocotools)."""
-    data = _read_json(Path(annotation_file))
-    _validated(data, Path(annotation_file))
-    return _index(data)

@@ -20,7 +20,6 @@ from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAMES = ("train", "val", "test")
 #: Dataset names ``load_dataset`` reads (canonical spelling; matched case-insensitively).
 DATASETS = ("COCO2014", "VOC2007", "coco")
 

@@ -59,7 +59,3 @@ def save_best_weights(path: Path, model: torch.nn.Module, config: dict,
     torch_save_atomic({"format_version": FORMAT_VERSION, "model": model.state_dict(),
                        "class_names": list(class_names), "epoch": epoch, "which": which,
                        "selection_score": score, "config": config}, path)
-
-
-def load_best_weights(path: Path, device=None) -> dict:
-    return safe_torch_load(Path(path), device)

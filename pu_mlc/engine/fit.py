@@ -33,7 +33,7 @@ from ..models import build_model
 from .checkpoint import load_checkpoint, save_best_weights, save_checkpoint
 from .data_setup import Loaders, RunData, build_loaders, prepare_run_data, resolve_pipeline
 from .distributed import DistContext, setup_distributed, teardown_distributed
-from .evaluate import EvalTarget, predict  # noqa: F401  (predict: patched by tests)
+from .evaluate import EvalTarget
 from .outputs import (RunPaths, check_output_dir, prepare_output_dir, read_json,
                       write_json_atomic, write_text_atomic)
 from .prefetch import DevicePrefetcher

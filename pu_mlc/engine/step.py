@@ -11,7 +11,6 @@ re-entrant graph). ``fused=False`` keeps the published form for benchmarks and c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -19,12 +18,6 @@ from torch import nn
 
 from ..losses import mixup_regulariser, sample_mixup_plan
 from .precision import Precision
-
-
-@dataclass
-class StepOutput:
-    loss: torch.Tensor          # detached total loss
-    logits: torch.Tensor        # detached first-pass logits
 
 
 def compute_loss(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,

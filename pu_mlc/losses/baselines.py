@@ -28,7 +28,6 @@ None of them uses the MixUp regulariser (``uses_mixup_regulariser = False``).
 from __future__ import annotations
 
 import inspect
-import logging
 from typing import Optional
 
 import torch
@@ -36,8 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._utils import check_logits_targets, promote_logits
-
-logger = logging.getLogger(__name__)
 
 
 def _masked_class_sum_mean(per_entry: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

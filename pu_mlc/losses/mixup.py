@@ -26,7 +26,6 @@ towards the prediction on the mixed image (a consistency term in both directions
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
@@ -36,8 +35,6 @@ import torch
 
 from ..errors import ConfigError
 from ._utils import check_logits_targets, promote_logits
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

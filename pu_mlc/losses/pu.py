@@ -30,7 +30,6 @@ both without gradient.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -38,8 +37,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from ._utils import check_logits_targets, promote_logits
-
-logger = logging.getLogger(__name__)
 
 
 class PULoss(nn.Module):

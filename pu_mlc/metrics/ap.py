@@ -18,13 +18,10 @@ sigmoid outputs), ``positives`` booleans.
 
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
-
-logger = logging.getLogger(__name__)
 
 
 def _published_thresholds() -> Tuple[float, ...]:

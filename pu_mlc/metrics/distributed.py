@@ -10,14 +10,11 @@ index, checking that each index arrived exactly once.
 
 from __future__ import annotations
 
-import logging
 from typing import Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
-
-logger = logging.getLogger(__name__)
 
 
 class ShardedEvalSampler(Sampler[int]):

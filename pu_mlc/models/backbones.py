@@ -79,10 +79,6 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return final_pool(self.features(x))
 
-    def last_stage_modules(self) -> list[nn.Module]:
-        """The modules named by ``last_stage_names``."""
-        return [self.get_submodule(n) for n in self.last_stage_names]
-
     def last_stage_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """``(name relative to the backbone, parameter)`` of every last-stage parameter."""
         for prefix in self.last_stage_names:
@@ -149,11 +145,6 @@ class TimmBackbone(Backbone):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
-
-
-def available_backbones() -> tuple[str, ...]:
-    """The torchvision-layout names; any ``timm.list_models()`` name is accepted as well."""
-    return tuple(_TORCHVISION_RESNETS)
 
 
 def create_backbone(name: str) -> Backbone:
