@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import PUMLCError
@@ -100,14 +101,18 @@ def run_demo_train(argv: Sequence[str]) -> int:
     """The CPU demo preset: build the preset dataset if missing, then one PU-MLC run."""
     from .presets import demo_train_argv, ensure_demo_data
 
+    from .config import parse_train_args
+
     parser = argparse.ArgumentParser(
         prog=_prog("demo-train"), allow_abbrev=False, description=run_demo_train.__doc__ +
         " Any training flag after the options overrides the preset (e.g. --prob=1 --loss=bce).")
     parser.add_argument("--data", default="demo_data")
     ns, extra = parser.parse_known_args(list(argv))
     setup_logging()
-    data = ensure_demo_data(ns.data)
-    return run_train(demo_train_argv(data, extra))
+    argv = demo_train_argv(Path(ns.data).resolve(), extra)
+    parse_train_args(argv, prog=_prog("demo-train"))   # every flag checked before the build
+    ensure_demo_data(ns.data)
+    return run_train(argv)
 
 
 def guarded(fn, argv: Sequence[str]) -> int:
@@ -183,4 +188,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "demo-train": run_demo_train, "evaluate": _run_evaluate, "predict": _run_predict}
     if argv[0] in commands:
         return guarded(commands[argv[0]], argv[1:])
+    typo = _command_typo(argv[0], [*commands, *SEARCH_COMMANDS])
+    if typo:
+        print(f"error: unknown command {argv[0]!r}; did you mean {typo}? ({_prog()} --help "
+              f"lists the commands)", file=sys.stderr)
+        return 2
     return guarded(run_train, argv)
+
+
+def _command_typo(word: str, commands: Sequence[str]) -> Optional[str]:
+    """The command ``word`` misspells, if it is no flag, no existing path and close to one
+    (the published command lines start with DATA_ROOT, so any other first word is a root)."""
+    import difflib
+
+    if word.startswith("-") or os.path.exists(word):
+        return None
+    close = difflib.get_close_matches(word, commands, n=1, cutoff=0.75)
+    return close[0] if close else None

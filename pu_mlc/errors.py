@@ -21,3 +21,20 @@ class DataError(PUMLCError):
 
 class OutputDirError(PUMLCError):
     """The output directory holds earlier results that a run would overwrite."""
+
+
+class TrainingDiverged(PUMLCError):
+    """Training stopped because the loss or the gradients diverged (see ``pu_mlc.engine.step``).
+
+    ``reason`` says what was seen (one line), ``epoch`` (1-based) and ``step`` (1-based, within
+    the epoch) where it was seen; the run's ``metrics.json`` records the same as its ``failure``.
+    """
+
+    def __init__(self, reason: str, epoch: int, step: int):
+        self.reason, self.epoch, self.step = str(reason), int(epoch), int(step)
+        super().__init__(f"training diverged at epoch {self.epoch} step {self.step}: "
+                         f"{self.reason}; lower --lr (or use --precision fp32/bf16) and start a "
+                         f"new run")
+
+    def __reduce__(self):              # picklable with its fields (Ray sends errors by pickle)
+        return type(self), (self.reason, self.epoch, self.step)

@@ -32,7 +32,7 @@ from .data import (DeviceTestTransform, EncodedImageDataset, MultiLabelImageData
                    holdout_indices, load_dataset, partial_labels, test_transform)
 from .data.dataset import encoded_collate
 from .data.images import check_images, image_problem
-from .engine.checkpoint import FORMAT_VERSION
+from .engine.checkpoint import FORMAT_VERSION, load_failure_reason
 from .engine.distributed import DistContext, resolve_device
 from .engine.evaluate import EvalTarget, predict, summarise
 from .engine.precision import Precision, resolve_precision
@@ -88,11 +88,8 @@ def read_best_checkpoint(path: PathLike) -> dict:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, foreign pickle (weights_only refuses), not torch
-        reason = " ".join(str(err).split())
-        if len(reason) > 300:
-            reason = reason[:300] + " ..."
         raise CheckpointError(f"checkpoint {p} cannot be read as a pu-mlc best.pt "
-                              f"({type(err).__name__}: {reason})") from None
+                              f"({type(err).__name__}: {load_failure_reason(err)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {p} holds a {type(state).__name__}, not a pu-mlc "
                               f"best.pt (a dict with model, class_names and config)")

@@ -87,3 +87,39 @@ def test_a_truncated_png_is_rejected(tmp_path):
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(path)
     builders.truncate_file(path)
     assert image_problem(path) is not None
+
+
+def cut_mid_stream(path) -> None:
+    """Half the file, then a whole copy appended (an interrupted download restarted into the same
+    file): header and end-of-image marker intact, the entropy-coded data broken."""
+    whole = path.read_bytes()
+    builders.truncate_file(path)
+    path.write_bytes(path.read_bytes() + whole)
+
+
+def test_a_jpeg_damaged_mid_stream_passes_the_header_check_but_not_the_full_decode(coco_copy):
+    split = load_dataset("coco", coco_copy)["train"]
+    path = split.path(6)
+    cut_mid_stream(path)
+    with Image.open(path) as img:           # what a header check sees: a fine JPEG
+        img.verify()
+    assert path.read_bytes()[-2:] == b"\xff\xd9"
+    why = image_problem(path)
+    assert why is not None and why.startswith("damaged image data: decoding fails")
+    with pytest.raises(DataError) as e:
+        check_images(split, workers=2)
+    assert split.files[6] in str(e.value) and "--skip-bad-images" in str(e.value)
+    checked, bad = check_images(split, skip_bad=True, workers=2)
+    assert bad == [split.files[6]] and len(checked) == 23
+
+
+def test_a_loader_that_meets_an_undecodable_image_names_it(coco_copy):
+    """A file damaged after the check (or on failing storage): the error names it."""
+    from pu_mlc.data import MultiLabelImageDataset
+
+    split = load_dataset("coco", coco_copy)["train"]
+    dataset = MultiLabelImageDataset(split, split.labels, transform=None)
+    cut_mid_stream(split.path(2))
+    with pytest.raises(DataError) as e:
+        dataset[2]
+    assert str(split.path(2)) in str(e.value) and "--skip-bad-images" in str(e.value)

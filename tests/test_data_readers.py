@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import builders
-from pu_mlc.data import COCO2014_CLASSES, Split, VOC_CLASSES, load_dataset
+from pu_mlc.data import (COCO2014_CLASSES, FASHION_MNIST_CLASSES, Split, VOC_CLASSES,
+                         load_dataset)
 from pu_mlc.errors import DataError
 
 
@@ -159,7 +160,7 @@ def test_coco_format_labels_equal_the_instances_written(coco_format_dataset):
     for name, expected in coco_format_dataset.splits.items():
         assert splits[name].files == expected.files
         assert np.array_equal(splits[name].labels, expected.labels)
-        assert splits[name].class_names == builders.FASHION_MNIST_CLASSES
+        assert splits[name].class_names == FASHION_MNIST_CLASSES
         assert splits[name].image_dir == coco_format_dataset.root / name
 
 

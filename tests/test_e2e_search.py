@@ -1,13 +1,16 @@
 """The demo search, end to end, through a real local Ray cluster (Ray Tune + Optuna + Ray Train).
 
 One search (2 tasks x 3 trials, 2 gloo DDP workers per trial, ASHA) is run once for the module
-through the real command line; the tests read back what it left: trial statuses, TensorBoard
-event files (with tensorboard's own reader), the Optuna study in SQLite, and the exports.
+through the real command line, with ``storage_path`` given as a ``file://`` URI; the tests read
+back what it left: trial statuses (Tune's and each trial's own ``metrics.json``), TensorBoard
+event files (with tensorboard's own reader), the Optuna study in SQLite, the exports, and that
+each epoch checkpoint is stored once on disk.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 
@@ -29,7 +32,9 @@ TRIALS = 3
 def demo_search(coco_format_root, tmp_path_factory):
     storage = tmp_path_factory.mktemp("experiments")
     proc = run_entry(["search", "--space", "search_spaces/demo.yaml",
-                      *tiny_overrides(coco_format_root, storage, "e2e")], timeout=HANG_GUARD_S)
+                      *tiny_overrides(coco_format_root, storage, "e2e",
+                                      storage_path=f"file://{storage}")],
+                     timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return storage / "e2e", proc
 
@@ -142,3 +147,54 @@ def test_rerunning_an_exported_command_reproduces_the_trial_config_field_for_fie
     differing = {k for k in trial_cfg.to_dict() if getattr(trial_cfg, k) != getattr(rerun_cfg, k)}
     assert differing <= location, {k: (getattr(trial_cfg, k), getattr(rerun_cfg, k))
                                    for k in differing}
+
+
+def test_every_trial_says_how_it_ended_in_its_metrics_json_and_the_summary_counts_them(
+        demo_search):
+    exp, proc = demo_search
+    trials = collect_trials(exp)
+    for t in trials:
+        metrics = json.loads((t.output_dir / "metrics.json").read_text())
+        assert metrics["status"] == t.status, (t.trial_id, metrics["status"], t.status)
+        if t.status == "stopped_by_scheduler":
+            assert "scheduler" in metrics["failure"]["reason"]
+    summary = json.loads((exp / "summary.json").read_text())
+    counts = summary["trials"]
+    assert counts["trials"] == TRIALS * len(TASKS)
+    assert counts["finished"] == sum(t.status == "finished" for t in trials)
+    assert counts["stopped_by_scheduler"] == sum(t.status == "stopped_by_scheduler"
+                                                 for t in trials)
+    assert counts["failed"] == counts["diverged"] == counts["errored"] == 0
+    assert counts["finished"] + counts["stopped_by_scheduler"] == counts["trials"]
+    assert f"trials:       {counts['trials']} run: {counts['finished']} finished" in proc.stdout
+    assert len(summary["legs"]) == 1 and summary["wall_seconds"] == summary["legs"][0]["seconds"]
+
+
+def test_each_epoch_checkpoint_is_stored_once(demo_search):
+    """Ray Train keeps the trial's last checkpoint (what a restart reads); the trial's own
+    ``checkpoints/last.pt`` is the same file (a hard link), not a second copy."""
+    exp, _ = demo_search
+    linked = 0
+    for t in collect_trials(exp):
+        ours = t.output_dir / "checkpoints" / "last.pt"
+        kept = list((exp / "ray_train" / f"{t.task}-{t.trial_id}").glob("checkpoint_*/last.pt"))
+        assert len(kept) == 1, kept                      # num_to_keep=1
+        assert os.path.samefile(ours, kept[0])
+        linked += 1
+    assert linked == TRIALS * len(TASKS)
+    apparent = subprocess.run(["du", "-slk", str(exp)], capture_output=True, text=True)
+    real = subprocess.run(["du", "-sk", str(exp)], capture_output=True, text=True)
+    print(f"disk use of the experiment: {real.stdout.split()[0]} KiB on disk, "
+          f"{apparent.stdout.split()[0]} KiB if every hard link were a copy")
+
+
+def test_a_storage_path_on_an_object_store_is_refused_before_ray_starts(coco_format_root,
+                                                                         tmp_path):
+    proc = run_entry(["search", "--space", "search_spaces/demo.yaml",
+                      *tiny_overrides(coco_format_root, tmp_path, "s3",
+                                      storage_path="s3://bucket/experiments")],
+                     timeout=HANG_GUARD_S)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "storage_path = 's3://bucket/experiments'" in proc.stderr
+    assert "file://" in proc.stderr
+    assert not (REPO / "s3:").exists() and not (tmp_path / "s3:").exists()

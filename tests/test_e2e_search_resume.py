@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from ray_helpers import PYTHON, REPO, run_entry, search_env, tiny_overrides
+from ray_helpers import (PYTHON, REPO, cmdline, new_marker, run_entry, search_env, stop_marked,
+                         tiny_overrides)
 from tune.export import collect_trials
 from limits import HANG_GUARD_S
 
@@ -37,8 +40,13 @@ def test_killed_search_resumes_without_rerunning_finished_trials(coco_format_roo
                             **{"tasks": "[{name: mlc_pl10, prob: 0.1}]", "scheduler.type": "none",
                                "fixed.train_epochs": 4, "fixed.epochs": 4})]
     exp = storage / "resume"
+    marker = new_marker()             # the processes of this search (driver and its own Ray)
+    env = search_env(marker)
+    # its private Ray's session folder goes under here (a killed driver cannot remove it)
+    ray_tmp = tempfile.mkdtemp(prefix="pumlc-rt-", dir="/tmp")
+    env["RAY_TMPDIR"] = ray_tmp
     driver = subprocess.Popen([PYTHON, str(REPO / "train_entry.py"), *args], cwd=REPO,
-                              env=search_env(), stdout=subprocess.DEVNULL,
+                              env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     finished: dict[str, bytes] = {}
     interrupted = None
@@ -59,8 +67,11 @@ def test_killed_search_resumes_without_rerunning_finished_trials(coco_format_roo
     finally:
         os.killpg(driver.pid, signal.SIGKILL)          # the driver and everything it started
         driver.wait()
-        subprocess.run([PYTHON, "-m", "ray.scripts.scripts", "stop", "--force"],
-                       env=search_env(), capture_output=True, timeout=HANG_GUARD_S)
+        left = stop_marked(marker)      # its own Ray processes only, never another Ray's
+        sessions = list(Path(ray_tmp).glob("pumlc-ray-*"))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert len(sessions) == 1, sessions      # the killed search's private Ray lived there
+    assert not left, [(pid, cmdline(pid)) for pid in left]
     assert interrupted is not None, "the search ended before it could be interrupted mid-trial"
 
     proc = run_entry(args + ["--resume"], timeout=HANG_GUARD_S)
@@ -78,3 +89,10 @@ def test_killed_search_resumes_without_rerunning_finished_trials(coco_format_roo
     for old in before[:resumed[0] - 1]:
         assert after[old["epoch"] - 1] == old
     assert len(_trial_dirs(exp)) == 3
+    # the wall time counts both runs of the search (the killed one up to its last update)
+    summary = json.loads((exp / "summary.json").read_text())
+    legs = json.loads((exp / "legs.json").read_text())
+    assert len(legs) == 2 and [leg["resumed"] for leg in legs] == [False, True]
+    assert legs[0]["seconds"] > 0 and legs[1]["completed"]
+    assert summary["wall_seconds"] == sum(leg["seconds"] for leg in legs)
+    assert summary["trials"]["finished"] == 3

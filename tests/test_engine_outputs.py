@@ -89,7 +89,8 @@ def test_resume_after_an_interrupted_epoch_repeats_nothing(coco_format_root, tmp
     saved = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 1
     shown = json.loads((out / "metrics.json").read_text())
-    assert shown["status"] == "running" and len(shown["history"]) == 1
+    assert shown["status"] == "failed" and len(shown["history"]) == 1   # never left "running"
+    assert shown["failure"]["reason"] == "Interrupt: killed"
     assert "_hparams_/session_end_info" not in hparams_tags(out / "tensorboard")
 
     seen = []

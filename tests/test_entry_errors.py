@@ -141,19 +141,26 @@ def test_a_truncated_test_image_is_named_with_the_skip_option(voc, voc2007_datas
 
 def test_skip_bad_images_trains_without_them_and_counts_them(coco, coco2014_dataset, tmp_path):
     bad_train = coco2014_dataset.splits["train"].files[4]
+    damaged_train = coco2014_dataset.splits["train"].files[9]
     bad_test = coco2014_dataset.splits["test"].files[7]
     builders.garbage_file(coco / "train2014" / bad_train)
+    # damaged mid-stream: header and end marker intact, only a full decode finds it
+    whole = (coco / "train2014" / damaged_train).read_bytes()
+    builders.truncate_file(coco / "train2014" / damaged_train)
+    with open(coco / "train2014" / damaged_train, "ab") as f:
+        f.write(whole)
     builders.truncate_file(coco / "val2014" / bad_test)
     out = tmp_path / "out"
     proc = train([coco, "--dataset=COCO2014", *TINY, "--skip-bad-images", f"--output-dir={out}"],
                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["dropped_images"] == {"train": [bad_train], "test": [bad_test]}
-    assert metrics["data"]["dropped_images"] == {"train": 1, "test": 1}
+    assert metrics["dropped_images"] == {"train": sorted([bad_train, damaged_train]),
+                                         "test": [bad_test]}
+    assert metrics["data"]["dropped_images"] == {"train": 2, "test": 1}
     n_train = len(coco2014_dataset.splits["train"].files)
     n_test = len(coco2014_dataset.splits["test"].files)
-    assert metrics["data"]["train_images"] == n_train - 1
+    assert metrics["data"]["train_images"] == n_train - 2
     assert metrics["data"]["test_images"] == n_test - 1
     assert metrics["result"]["test_summary"]["num_images"] == n_test - 1
     assert metrics["status"] == "finished"

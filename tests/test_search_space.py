@@ -67,6 +67,18 @@ def test_a_valid_space_gives_one_config_per_task_with_the_task_prob():
     ({"resources__gpus_per_worker": 1}, "use_gpu"),
     ({"fixed__batch_size": "big"}, "batch_size"),
     ({"colour": "red"}, "unknown key"),
+    ({"search__batch_size": {"type": "choice", "values": [16, "big"]}},
+     r"search.batch_size.values\[1\] = 'big' must be an integer"),
+    ({"search__lgc": {"type": "choice", "values": [True, "yes"]}},
+     r"search.lgc.values\[1\] = 'yes' must be true or false"),
+    ({"search__prob": {"type": "choice", "values": ["0.1", 0.5]}},
+     r"search.prob.values\[0\] = '0.1' must be a finite number"),
+    ({"search__ema": {"type": "choice", "values": [0.99, float("nan")]}}, "finite number"),
+    ({"search__batch_size": {"type": "choice", "values": [16, 16.0]}}, "lists a value twice"),
+    ({"search__batch_size": {"type": "uniform", "low": 2, "high": 8}}, "use type: int"),
+    ({"search__head": {"type": "int", "low": 1, "high": 2}}, "use type: choice"),
+    ({"name": ".."}, "may not start with '.'"),
+    ({"name": "a/b"}, "letters, digits"),
 ])
 def test_invalid_spaces_are_refused_naming_the_key(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -129,3 +141,70 @@ def test_class_count_disagreeing_with_the_dataset_is_reported_before_ray_starts(
     spec = parse_search_spec(spec_with(fixed__data=str(coco_format_root), fixed__num_classes=80))
     with pytest.raises(ConfigError, match="num_classes = 80.*10 classes"):
         check_inputs(spec)
+
+
+def test_choice_values_are_converted_to_the_field_type():
+    spec = parse_search_spec(spec_with(search__batch_size={"type": "choice",
+                                                            "values": [16.0, 32]},
+                                       search__prob={"type": "choice", "values": [1, 0.5]},
+                                       tasks=[{"name": "coco"}]))
+    assert spec.search["batch_size"].values == (16, 32)
+    assert all(type(v) is int for v in spec.search["batch_size"].values)
+    assert spec.search["prob"].values == (1.0, 0.5)
+    assert all(type(v) is float for v in spec.search["prob"].values)
+
+
+@pytest.mark.parametrize("dotted,message", [
+    ("tasks.5.prob", r"--set tasks.5.prob=0.1: tasks has 2 entries: index 5 is out of range"),
+    ("tasks.x.prob", "tasks is a list: 'x' must be an index"),
+    ("name.sub", "name is a str .* no key 'sub'"),
+    ("budget.nope", "unknown key 'nope' under budget"),
+    ("colour", "unknown key 'colour' under the top level"),
+    ("tasks.0.fixed.learning_rate", "unknown key 'learning_rate' under tasks.0.fixed"),
+    ("search.alpha.kind", "unknown key 'kind' under search.alpha"),
+    ("fixed..lr", "empty key in the path"),
+])
+def test_set_paths_outside_the_schema_are_refused_naming_the_path(tmp_path, dotted, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    with pytest.raises(ConfigError, match=message):
+        load_search_spec(path, {dotted: 0.1})
+
+
+def test_set_paths_inside_the_schema_apply(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    spec = load_search_spec(path, {"scheduler.type": "none", "tasks.0.fixed.crop_size": 64,
+                                   "search.ema.values.0": 0.995, "resources.driver_cpus": 0.5})
+    assert spec.scheduler == "none" and spec.tasks[0].base.crop_size == 64
+    assert spec.search["ema"].values == (0.995, 0.9997) and spec.resources.driver_cpus == 0.5
+
+
+@pytest.mark.parametrize("text,message", [("noequals", "expected KEY=VALUE"),
+                                          ("=3", "key before '=' is empty"),
+                                          ("fixed.lr=[1", "not valid YAML")])
+def test_malformed_set_options_are_refused(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_override(text)
+
+
+def test_a_space_that_is_a_directory_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_search_spec(tmp_path)
+
+
+def test_a_trial_larger_than_this_machine_is_refused_before_ray_without_ray_address():
+    from tune.space import check_local_resources
+
+    spec = parse_search_spec(spec_with(resources={"num_workers": 2, "cpus_per_worker": 4}))
+    with pytest.raises(ConfigError, match="2 x resources.cpus_per_worker 4 = 8 CPUs per trial, "
+                                          "but this machine has 2"):
+        check_local_resources(spec, env={}, cpu_count=2)
+    check_local_resources(spec, env={}, cpu_count=8)
+    check_local_resources(spec, env={"RAY_ADDRESS": "ray://head:10001"}, cpu_count=2)
+    # the driver's fraction of a CPU is not counted: the demo's 2 x 1 + 0.1 fits 2 cores
+    check_local_resources(parse_search_spec(BASE), env={}, cpu_count=2)
+    gpu = parse_search_spec(spec_with(resources={"num_workers": 2, "use_gpu": True}))
+    with pytest.raises(ConfigError, match="2 GPUs per trial, but this machine has 1"):
+        check_local_resources(gpu, env={}, cpu_count=16, gpu_count=1)
+    check_local_resources(gpu, env={}, cpu_count=16, gpu_count=2)

@@ -39,6 +39,9 @@ def run_search_command(argv: Sequence[str]) -> int:
     overrides = dict(parse_override(s) for s in ns.set)
     spec = load_search_spec(ns.space, overrides)        # every error before Ray starts
     check_inputs(spec)
+    from .search import check_experiment_dir
+
+    check_experiment_dir(spec, ns.resume)               # reads only; refuses before Ray starts
     return _search_and_report(spec, ns.resume, export=not ns.no_export)
 
 
@@ -47,8 +50,9 @@ def _search_and_report(spec, resume: bool, export: bool = True) -> int:
 
     from .cluster import init_ray
     from .export import export_experiment
-    from .search import run_search
+    from .search import resolve_storage, run_search
 
+    spec = resolve_storage(spec)                  # a refused storage URI fails before Ray starts
     t0 = time.time()
     where = init_ray(spec)
     log.info("search %s on %s: %d task(s) x %d trial(s), %d DDP worker(s) per trial",
@@ -62,8 +66,18 @@ def _search_and_report(spec, resume: bool, export: bool = True) -> int:
 
 def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
     exp = spec.experiment_dir
-    lines = ["", f"search '{spec.name}' finished in {seconds:.0f} s",
+    legs = summary.get("legs") or []
+    took = f"finished in {seconds:.0f} s"
+    if len(legs) > 1:
+        took += f" ({summary['wall_seconds']:.0f} s over {len(legs)} runs, resumes included)"
+    counts = summary.get("trials") or {}
+    lines = ["", f"search '{spec.name}' {took}",
              f"  experiment:   {exp}",
+             f"  trials:       {counts.get('trials', 0)} run: "
+             f"{counts.get('finished', 0)} finished, "
+             f"{counts.get('stopped_by_scheduler', 0)} stopped early by the scheduler, "
+             f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed "
+             f"({counts.get('errored', 0)} errored in Ray Tune)",
              f"  TensorBoard:  tensorboard --logdir {exp / 'tensorboard'}",
              f"  Optuna study: optuna-dashboard {spec.study_storage}"]
     if exported:
@@ -78,7 +92,8 @@ def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
     for name, outcome in summary["tasks"].items():
         best = outcome.get("best")
         if best is None:
-            lines.append(f"    {name:<16} prob={outcome['prob']:<5} no trial finished an epoch")
+            lines.append(f"    {name:<16} prob={outcome['prob']:<5} no trial finished an epoch"
+                         f" ({outcome.get('errored', 0)} errored)")
             continue
         test = best.get("selected_test_mAP")
         lines.append(f"    {name:<16} prob={outcome['prob']:<5} best mAP {best['best_score']:.2f}"

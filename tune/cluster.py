@@ -1,16 +1,36 @@
 """Joining or starting the Ray cluster, and checking a search fits it before anything runs.
 
-Under ``ray job submit`` (or with ``RAY_ADDRESS`` set) a plain ``ray.init()`` joins the cluster
-the job runs on. Otherwise a local Ray instance is started in-process with enough logical CPUs
-for one trial. A trial that cannot fit the cluster would otherwise wait forever without an error
-(its placement group never schedules): that is checked here first.
+Under ``ray job submit`` (the job supervisor sets ``RAY_ADDRESS``) or with ``RAY_ADDRESS`` set, the
+search joins that cluster. Otherwise it starts its **own** local Ray instance, in-process, and
+never joins another one: a plain ``ray.init()`` would attach to whatever cluster a ``ray start``
+on this host last wrote into ``/tmp/ray/ray_current_cluster``; ``address="local"`` does not look.
+The local instance
+
+- keeps its session files (logs, sockets) in its own temporary folder, removed at exit;
+- is a one-machine cluster on 127.0.0.1: every Ray listener (GCS, raylet, object manager,
+  workers, agents, the dashboard and jobs API) binds the loopback interface only. Ray 2.60
+  replaces a node address of 127.0.0.1 given to ``ray.init(_node_ip_address=...)`` by the
+  machine's routable address (``services.resolve_ip_for_localhost``), so its gRPC servers would
+  listen there; it keeps 127.0.0.1 only when clusters are disabled
+  (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read at ``import ray`` and by Ray's processes),
+  which is set here for this process and the Ray processes it starts (no other node can join:
+  none should);
+- gets as many logical CPUs as this machine has cores, plus one for the trial drivers (Tune
+  trainables that only wait on their DDP workers). A search asking for more than that is refused
+  by :func:`check_cluster_fits` before any trial starts, instead of sizing the cluster from the
+  request (a trial that cannot fit would otherwise wait forever: its placement group never
+  schedules).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
-import math
 import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Mapping
 
 from pu_mlc.errors import ConfigError
@@ -19,23 +39,95 @@ from .space import SearchSpec
 
 log = logging.getLogger(__name__)
 
+#: Logical CPUs the local cluster adds to the machine's cores for the trial drivers.
+DRIVER_CPU_ALLOWANCE = 1
+#: Unix socket paths (inside the session folder) must stay under ~107 bytes.
+_MAX_TEMP_BASE = 40
+
+
+def joins_existing_cluster() -> bool:
+    """True under ``ray job submit`` or with ``RAY_ADDRESS`` set: the search joins that cluster."""
+    return bool(os.environ.get("RAY_ADDRESS"))
+
+
+def local_cpus() -> int:
+    """Logical CPUs of the local cluster: this process's usable cores + the driver allowance."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                      # not Linux
+        cores = os.cpu_count() or 1
+    return max(cores, 1) + DRIVER_CPU_ALLOWANCE
+
 
 def init_ray(spec: SearchSpec) -> str:
-    """Connect to the cluster in RAY_ADDRESS, or start a local one; return a description."""
+    """Connect to the cluster in RAY_ADDRESS, or start a private local one; return a
+    description."""
     import ray
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
     if ray.is_initialized():
         return "existing"
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+    if joins_existing_cluster():
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         return f"cluster at {os.environ['RAY_ADDRESS']}"
-    r = spec.resources
-    cpus = max(os.cpu_count() or 1,
-               math.ceil(r.cpus_per_trial * min(spec.max_concurrent_trials,
-                                                spec.trials_per_task)))
-    ray.init(num_cpus=cpus, include_dashboard=True, log_to_driver=True)
-    return f"local Ray ({cpus} logical CPUs)"
+    cpus = local_cpus()
+    temp_dir = _private_temp_dir()
+    _ensure_private_token()
+    _loopback_only()
+    ray.init(address="local", num_cpus=cpus, include_dashboard=True, log_to_driver=True,
+             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", _temp_dir=temp_dir)
+    atexit.register(_shutdown_and_clean, temp_dir)
+    return f"a private local Ray ({cpus} logical CPUs, session files in {temp_dir})"
+
+
+def _loopback_only() -> None:
+    """Make Ray keep 127.0.0.1 as this node's address (see the module docstring)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"       # Ray's processes read it
+    try:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False                # read at import in this one
+    except (ImportError, AttributeError) as err:                # a Ray without the switch
+        log.warning("cannot keep Ray on 127.0.0.1 (%s): its gRPC ports listen on every "
+                    "interface; token authentication protects them", err)
+
+
+def _private_temp_dir() -> str:
+    base = os.environ.get("RAY_TMPDIR") or "/tmp"
+    if len(base) > _MAX_TEMP_BASE or not os.path.isdir(base):
+        base = tempfile.gettempdir() if len(tempfile.gettempdir()) <= _MAX_TEMP_BASE else "/tmp"
+    return tempfile.mkdtemp(prefix="pumlc-ray-", dir=base)
+
+
+def _ensure_private_token() -> None:
+    """Ray >= 2.59 turns token authentication on for a new local cluster (RAY_AUTH_MODE unset)
+    and writes ``~/.ray/auth_token`` with the default umask (world-readable). Create it first,
+    readable by its owner only, when Ray would create it."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path = Path.home() / ".ray" / "auth_token"
+    try:
+        if path.exists():
+            if path.stat().st_mode & 0o077:
+                log.warning("%s is readable by other users; run: chmod 600 %s", path, path)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    except OSError as err:             # read-only home: Ray reports what it needs itself
+        log.debug("could not pre-create %s: %s", path, err)
+
+
+def _shutdown_and_clean(temp_dir: str) -> None:
+    try:
+        import ray
+
+        ray.shutdown()
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def check_cluster_fits(spec: SearchSpec, available: Mapping[str, float]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import yaml
 
 from pu_mlc.config import TrainConfig
+from pu_mlc.engine.outputs import check_writable_dir
 from pu_mlc.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 class TrialRecord:
     task: str
     trial_id: str
-    status: str                  # finished | stopped_by_scheduler | errored | incomplete
+    status: str                  # finished | stopped_by_scheduler | errored | diverged | incomplete
     epochs: int
     best_score: Optional[float]
     selected_test_map: Optional[float]
@@ -64,7 +65,10 @@ def collect_trials(experiment_dir: Path) -> list[TrialRecord]:
             history = metrics.get("history", [])
             epochs = len(history)
             max_epochs = cfg.train_epochs if cfg else None
-            if trial.status == "ERROR":
+            recorded = metrics.get("status")
+            if recorded == "diverged":
+                status = "diverged"
+            elif trial.status == "ERROR" or recorded == "failed":
                 status = "errored"
             elif trial.status == "TERMINATED":
                 status = ("finished" if metrics.get("status") == "finished" or
@@ -90,16 +94,23 @@ def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] 
     if not (experiment_dir / "search_space.yaml").exists():
         raise ConfigError(f"{experiment_dir} is not a pu-mlc experiment (no search_space.yaml); "
                           f"pass the directory printed by 'train_entry.py search'")
-    spec = yaml.safe_load((experiment_dir / "search_space.yaml").read_text())
-    workers = int(spec["resources"]["num_workers"])
+    saved = experiment_dir / "search_space.yaml"
+    try:
+        spec = yaml.safe_load(saved.read_text())
+        workers = int(spec["resources"]["num_workers"])
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError, ValueError) as err:
+        raise ConfigError(f"{saved} is damaged ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:200]}); it is written by "
+                          f"'pu-mlc search': restore it or export another experiment") from None
     out = Path(out_dir).resolve() if out_dir else experiment_dir / "exports"
+    check_writable_dir(out, "export folder (--out)")
     out.mkdir(parents=True, exist_ok=True)
     records = collect_trials(experiment_dir)
     _write_csv(out / "all_trials.csv", records)
     best_per_task: dict[str, dict] = {}
     for task in sorted({r.task for r in records}):
         candidates = [r for r in records if r.task == task and r.best_score is not None
-                      and r.config is not None]
+                      and r.config is not None and r.status != "diverged"]
         if not candidates:
             log.warning("task %s: no trial reported a score; nothing to export", task)
             continue

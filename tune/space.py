@@ -13,7 +13,8 @@ Schema (all keys; ``?`` = optional, default after ``=``)::
 
     name: str                        # experiment name: folder under storage_path
     storage_path?: str = experiments # results root (absolute, or relative to the working dir);
-                                     # on a multi-node cluster: shared storage (NFS, s3://...)
+                                     # on a multi-node cluster: a shared file system (NFS;
+                                     # a file:// URI works, s3:// and gs:// are refused)
     study_storage?: str = null       # SQLAlchemy URL of the Optuna study;
                                      # default sqlite:///<storage_path>/<name>/optuna.sqlite3
     seed?: int = 0                   # Optuna TPE seed (reproducible with 1 concurrent trial)
@@ -30,7 +31,7 @@ Schema (all keys; ``?`` = optional, default after ``=``)::
       cpus_per_worker?: float = 1
       gpus_per_worker?: float = 1 if use_gpu else 0
       driver_cpus?: float = 0.1      # CPU of each trial's driver (the Tune trainable)
-      max_failures?: int = 0         # Ray Train restarts of a failed trial (from its checkpoint)
+      max_failures?: int = 1         # Ray Train restarts of a failed trial (from its checkpoint)
     fixed: {TrainConfig field: value}          # shared by all tasks
     first_trial?: {searched field: value}      # evaluated first in every task (default: the
                                                # fixed values, i.e. the published settings)
@@ -48,6 +49,7 @@ Schema (all keys; ``?`` = optional, default after ``=``)::
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,13 +169,18 @@ def load_search_spec(path: str | Path, overrides: Optional[Mapping[str, Any]] = 
                      base_dir: Optional[Path] = None) -> SearchSpec:
     """Read, merge ``--set key.sub=value`` overrides into, and validate a search space file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; --space takes a YAML file such as "
+                          f"search_spaces/demo.yaml")
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such search space file (see search_spaces/ for "
                           f"examples)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: the search space file cannot be read ({err})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a search space is a mapping with keys {sorted(TOP_KEYS)}")
     for dotted, value in (overrides or {}).items():
@@ -193,9 +200,10 @@ def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
             raise ConfigError(f"{where}: missing required key '{key}' (see the schema in "
                               f"tune/space.py or search_spaces/README.md)")
     name = _expect(raw["name"], str, f"{where}: name")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
         raise ConfigError(f"{where}: name = {name!r} may only use letters, digits, '_', '-', "
-                          f"'.' (it becomes a folder name)")
+                          f"'.' and may not start with '.' (it becomes the folder "
+                          f"storage_path/name, so '..' or '/' would leave storage_path)")
     storage_path = Path(str(raw.get("storage_path", "experiments")))
     if "://" not in str(storage_path) and not storage_path.is_absolute():
         storage_path = (base_dir / storage_path).resolve()
@@ -255,7 +263,7 @@ def _parse_resources(raw: Any, where: str) -> Resources:
                          f"{where}: resources.gpus_per_worker"))
     driver = float(_expect(r.get("driver_cpus", 0.1), (int, float),
                            f"{where}: resources.driver_cpus"))
-    failures = _expect(r.get("max_failures", 0), int, f"{where}: resources.max_failures")
+    failures = _expect(r.get("max_failures", 1), int, f"{where}: resources.max_failures")
     _require(cpus > 0, f"{where}: resources.cpus_per_worker = {cpus} must be > 0")
     _require(driver > 0, f"{where}: resources.driver_cpus = {driver} must be > 0 (Ray rejects "
                          f"0; 0.1 is enough)")
@@ -280,13 +288,27 @@ def _parse_search(raw: Any, where: str) -> dict[str, Distribution]:
         spec = _mapping(spec, key, {"type", "low", "high", "values", "log"})
         kind = spec.get("type")
         _require(kind in DISTRIBUTIONS, f"{key}.type = {kind!r}; allowed: {list(DISTRIBUTIONS)}")
+        ftype = str(fields_[name].type)
         if kind == "choice":
             values = spec.get("values")
             _require(isinstance(values, list) and len(values) >= 1,
                      f"{key}.values must be a non-empty list for type: choice")
             _require(set(spec) <= {"type", "values"}, f"{key}: type choice takes only 'values'")
+            # each value as the field's type, so a sampler never hands a trial a value the
+            # field cannot take ("big" for an int, "yes" for a bool, nan for a float)
+            values = [_choice_value(v, ftype, f"{key}.values[{i}]")
+                      for i, v in enumerate(values)]
+            _require(len(set(map(repr, values))) == len(values),
+                     f"{key}.values = {values!r} lists a value twice")
             dist = Distribution("choice", values=tuple(values))
         else:
+            base_type = ftype.replace("Optional[", "").rstrip("]")
+            _require(base_type in ("int", "float"),
+                     f"{key}: {name} is a {base_type} field; numeric distributions need a "
+                     f"number field, use type: choice with a list of values")
+            _require(not (base_type == "int" and kind in ("uniform", "loguniform")),
+                     f"{key}: {name} is an integer field but type {kind} samples fractions; "
+                     f"use type: int (low, high inclusive) or type: choice")
             _require("low" in spec and "high" in spec, f"{key}: type {kind} needs low and high")
             _require(set(spec) <= {"type", "low", "high", "log"} and
                      ("log" not in spec or kind == "int"),
@@ -306,6 +328,30 @@ def _parse_search(raw: Any, where: str) -> dict[str, Distribution]:
                                 log=bool(spec.get("log", False)))
         out[name] = dist
     return out
+
+
+def _choice_value(value: Any, ftype: str, where: str) -> Any:
+    """``value`` as a value of a field of type ``ftype`` (a TrainConfig annotation), strictly:
+    YAML already typed it, so a string for a number or a bool is a mistake, not a conversion."""
+    base = ftype.replace("Optional[", "").rstrip("]")
+    if value is None:
+        _require(ftype.startswith("Optional"), f"{where} = null, but the field needs a {base}")
+        return None
+    if base == "bool":
+        _require(isinstance(value, bool), f"{where} = {value!r} must be true or false")
+        return value
+    if base == "int":
+        ok = (isinstance(value, int) or (isinstance(value, float) and value.is_integer())) \
+            and not isinstance(value, bool)
+        _require(ok, f"{where} = {value!r} must be an integer")
+        return int(value)
+    if base == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+        _require(ok, f"{where} = {value!r} must be a finite number")
+        return float(value)
+    _require(isinstance(value, str), f"{where} = {value!r} must be a string")
+    return value
 
 
 def _parse_fields(raw: Any, where: str, forbidden: set[str]) -> dict[str, Any]:
@@ -377,20 +423,81 @@ def _parse_tasks(raw: Any, where: str, fixed: dict, first_trial: dict,
 
 
 # ------------------------------------------------------------------------------------------------
+#: The keys of the space's fixed-shape mappings (for checking ``--set`` paths).
+_SUB_KEYS = {"budget": {"trials_per_task", "max_concurrent_trials"},
+             "scheduler": {"type", "grace_period", "reduction_factor"},
+             "resources": {"num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker",
+                           "driver_cpus", "max_failures"}}
+_TASK_KEYS = {"name", "prob", "fixed", "first_trial"}
+_DIST_KEYS = {"type", "low", "high", "values", "log"}
+
+
+def _allowed_keys(parents: list[str]) -> Optional[set[str]]:
+    """Keys allowed in the mapping at ``parents`` (a path of the space), None when any is."""
+    fields_ = set(TrainConfig.__dataclass_fields__)
+    if not parents:
+        return TOP_KEYS
+    head = parents[0]
+    if len(parents) == 1:
+        if head in _SUB_KEYS:
+            return _SUB_KEYS[head]
+        if head in ("fixed", "first_trial", "search"):
+            return fields_
+    if head == "search" and len(parents) == 2:
+        return _DIST_KEYS
+    if head == "tasks" and len(parents) == 2:
+        return _TASK_KEYS
+    if head == "tasks" and len(parents) == 3 and parents[2] in ("fixed", "first_trial"):
+        return fields_
+    return None
+
+
 def _set_dotted(raw: dict, dotted: str, value: Any, where: str) -> None:
-    """Apply an override like ``fixed.crop_size=64`` or ``tasks.0.prob=0.5``."""
+    """Apply an override like ``fixed.crop_size=64`` or ``tasks.0.prob=0.5``.
+
+    The path must exist in the space's schema: a list index within the list, a known key of a
+    fixed-shape mapping, no step into a scalar. Missing mappings on the way are created.
+    """
+    def refuse(why: str) -> None:
+        raise ConfigError(f"--set {dotted}={_show(value)}: {why} ({where})")
+
     parts = dotted.split(".")
+    if not dotted or any(not p.strip() for p in parts):
+        refuse("empty key in the path; write KEY.SUB=VALUE, e.g. --set fixed.lr=0.001")
     node: Any = raw
-    for part in parts[:-1]:
+    walked: list[str] = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        here = ".".join(walked) or "the top level"
         if isinstance(node, list):
-            node = node[int(part)]
+            if not re.fullmatch(r"\d+", part):
+                refuse(f"{here} is a list: '{part}' must be an index 0..{len(node) - 1}")
+            index = int(part)
+            if index >= len(node):
+                refuse(f"{here} has {len(node)} entr{'y' if len(node) == 1 else 'ies'}: "
+                       f"index {index} is out of range (0..{len(node) - 1})")
+            if last:
+                node[index] = value
+                return
+            node = node[index]
+        elif isinstance(node, dict):
+            allowed = _allowed_keys(["tasks", "N"] + walked[2:] if walked[:1] == ["tasks"]
+                                    else walked)
+            if allowed is not None and part not in allowed:
+                refuse(f"unknown key '{part}' under {here}; allowed: {sorted(allowed)}")
+            if last:
+                node[part] = value
+                return
+            if node.get(part) is None:
+                node[part] = [] if (not walked and part == "tasks") else {}
+            node = node[part]
         else:
-            node = node.setdefault(part, {})
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+            refuse(f"{here} is a {type(node).__name__} ({node!r}), it has no key '{part}'")
+        walked.append(part)
+
+
+def _show(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -399,7 +506,16 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set budget."
                           f"trials_per_task=5")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: the key before '=' is empty; expected KEY=VALUE, "
+                          f"e.g. --set budget.trials_per_task=5")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML "
+                          f"({' '.join(str(err).split())}); quote it, e.g. --set "
+                          f"{key}='\"...\"'") from None
 
 
 def _mapping(value: Any, where: str, allowed: Optional[set[str]]) -> dict:
@@ -452,3 +568,52 @@ def check_inputs(spec: SearchSpec) -> None:
         if cfg.num_classes is not None and cfg.num_classes != classes:
             raise ConfigError(f"{where}: num_classes = {cfg.num_classes} but {cfg.data} has "
                               f"{classes} classes; fix fixed.num_classes or leave it out")
+    check_local_resources(spec)
+
+
+def check_local_resources(spec: SearchSpec, env: Optional[Mapping[str, str]] = None,
+                          cpu_count: Optional[int] = None,
+                          gpu_count: Optional[int] = None) -> None:
+    """Refuse, before Ray starts, a trial this machine cannot run when Ray will be local.
+
+    Without ``RAY_ADDRESS`` the search starts Ray on this machine, and a local Ray cannot invent
+    processors: a trial whose DDP workers need more CPUs (``num_workers x cpus_per_worker``) than
+    the machine has cores (its CPU affinity), or more GPUs than it has, would be over-subscribed
+    or never scheduled. The driver's fraction of a CPU (``driver_cpus``, it mostly waits) is not
+    counted (the local cluster gives the drivers an extra logical CPU). On a cluster
+    (``RAY_ADDRESS`` set, e.g. under ``ray job submit``) ``tune.cluster.check_cluster_fits``
+    checks the cluster once Ray is up. Called by :func:`check_inputs`.
+    """
+    env = os.environ if env is None else env
+    if env.get("RAY_ADDRESS"):
+        return
+    r = spec.resources
+    cpus = _usable_cpus() if cpu_count is None else cpu_count
+    need = r.num_workers * r.cpus_per_worker
+    if need > cpus + 1e-9:
+        raise ConfigError(
+            f"{spec.source}: resources.num_workers {r.num_workers} x resources.cpus_per_worker "
+            f"{r.cpus_per_worker:g} = {need:g} CPUs per trial, but this machine has {cpus} and "
+            f"the search would start Ray here (no RAY_ADDRESS); lower resources.cpus_per_worker"
+            f" or resources.num_workers (e.g. --set resources.cpus_per_worker=1), or submit to "
+            f"a cluster (RAY_ADDRESS)")
+    if r.use_gpu:
+        if gpu_count is None:
+            import torch
+
+            gpu_count = torch.cuda.device_count()
+        if r.gpus_per_trial > gpu_count + 1e-9:
+            raise ConfigError(
+                f"{spec.source}: resources.num_workers {r.num_workers} x "
+                f"resources.gpus_per_worker {r.gpus_per_worker:g} = {r.gpus_per_trial:g} GPUs "
+                f"per trial, but this machine has {gpu_count} and the search would start Ray "
+                f"here (no RAY_ADDRESS); set resources.use_gpu: false for CPU, lower "
+                f"resources.num_workers, or submit to a cluster (RAY_ADDRESS)")
+
+
+def _usable_cpus() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's cpuset)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:                      # not Linux
+        return os.cpu_count() or 1

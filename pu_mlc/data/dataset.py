@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import DataError
 from .splits import Split
 
 
@@ -50,7 +51,16 @@ class MultiLabelImageDataset(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        img = open_rgb(self.split.path(i))
+        path = self.split.path(i)
+        try:
+            img = open_rgb(path)
+        except (OSError, SyntaxError, ValueError) as err:
+            # check_images decoded every image before training; a file that fails now changed
+            # since (or is on failing storage): name it instead of a bare PIL traceback.
+            raise DataError(f"image {path} of the {self.split.name} split cannot be decoded "
+                            f"({type(err).__name__}: {err}); it was readable when the run "
+                            f"started, so it changed or its storage fails: restore the file, "
+                            f"or remove it and pass --skip-bad-images") from None
         x = self.transform(img) if self.transform is not None else img
         return x, self.targets[i], i
 

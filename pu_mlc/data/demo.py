@@ -256,6 +256,12 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"demo output {out_dir} exists and is not a directory; choose another "
                         f"path")
+    for parent in out_dir.parents:                # a path under a file cannot be created
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"demo output {out_dir} cannot be created: {parent} is not a "
+                                f"directory; choose another path")
+            break
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise DataError(f"demo output directory {out_dir} is not empty; choose an empty or new "
                         f"directory, or pass overwrite=True (--overwrite) to replace it")

@@ -14,8 +14,10 @@ transform then equals PIL's to within 2/255 per pixel value (mean difference bel
 ``tests/test_data_device_transforms.py`` checks this), i.e. within 0.035 after ImageNet
 normalisation. On CUDA the JPEG decoder is nvJPEG, whose IDCT may differ from libjpeg by a few
 levels; the resize arithmetic is the same. Random crops and flips follow the same distribution as
-the PIL path but are drawn from this transform's own ``torch.Generator`` (seeded per process), so
-individual draws differ from a PIL run.
+the PIL path but are drawn from this transform's own CPU ``torch.Generator``, so individual draws
+differ from a PIL run. ``fit`` re-seeds it at every epoch start from (seed, rank, epoch)
+(:meth:`DeviceTrainTransform.reseed`), so a resumed run draws exactly what an uninterrupted one
+does.
 """
 
 from __future__ import annotations
@@ -158,7 +160,8 @@ class DeviceTrainTransform:
     Per image: bicubic resize to ``scale x scale``, random square crop (side from
     ``crop_sides(scale)``, uniform position), bicubic resize to ``crop x crop``, horizontal flip
     with probability 1/2, normalise. The random draws come from a CPU ``torch.Generator`` seeded
-    with ``seed`` (give each process its own), so runs are reproducible on any device.
+    with ``seed`` (give each process its own) and re-seeded by :meth:`reseed`, so runs are
+    reproducible on any device.
     """
 
     def __init__(self, scale_size: int, crop_size: int, mean: Sequence[float] = IMAGENET_MEAN,
@@ -168,6 +171,10 @@ class DeviceTrainTransform:
         self.sides = crop_sides(self.scale_size)
         self.normalise = _Normalise(mean, std)
         self.generator = torch.Generator().manual_seed(int(seed))
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random draws from ``seed`` (``fit`` does this at every epoch start)."""
+        self.generator.manual_seed(int(seed))
 
     def sample_params(self, n: int) -> list[tuple[int, int, int, bool]]:
         """(side, top, left, flip) for ``n`` images, drawn from this transform's generator."""

@@ -1,11 +1,16 @@
 """Check that every image of a split can be read, before training starts.
 
-One missing or truncated file among 120,000 otherwise crashes a loader process hours into a run.
-:func:`check_images` opens every file first (threads: the work is I/O and C code that releases
-the GIL): ``PIL.Image.open`` + ``verify()`` catches missing files, garbage, wrong formats and
-PNG checksum errors; a JPEG whose end-of-image marker is missing (the usual truncation) is then
-decoded fully, and rejected if that fails. A full decode of every image would cost minutes on
-COCO; this costs a header read and a small tail read per image.
+One missing, truncated or damaged file among 120,000 otherwise crashes a loader process hours into
+a run. :func:`check_images` reads every file first, in parallel threads (file I/O and PIL's
+decoders release the GIL): ``PIL.Image.open`` + ``verify()`` catches missing files, garbage, wrong
+formats and PNG checksum errors, then every image is **decoded fully**, exactly as a loader will
+decode it. The full decode is what catches a JPEG damaged mid-stream whose header and end marker
+are intact (a lost block, an interrupted download restarted and appended to the file): its
+header check passes, the decoder fails. Cost: one decode per image, once per run (the loaders
+decode every image every epoch). Measured on a loaded 2-core machine: the CPU demo preset's 1750
+images (128 px) take about 0.55 ms of CPU each (1 s in all, 2.5 s wall), against 0.12 ms for the
+header check alone; a 640x480 photo about 2.3 ms of CPU, so COCO-2014's 123k images cost about
+5 CPU-minutes, well under a minute when spread over 8 threads.
 """
 
 from __future__ import annotations
@@ -28,7 +33,11 @@ _TAIL_BYTES = 4096
 
 
 def image_problem(path: Path) -> Optional[str]:
-    """Why ``path`` cannot be used as a training image, or ``None`` when it can."""
+    """Why ``path`` cannot be used as a training image, or ``None`` when it can.
+
+    The image is decoded fully (as :func:`pu_mlc.data.dataset.open_rgb` decodes it in a loader),
+    so anything the loaders would fail on is found here.
+    """
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
@@ -43,17 +52,20 @@ def image_problem(path: Path) -> Optional[str]:
             img.verify()
     except Exception as e:   # PIL raises many types (OSError, SyntaxError, ValueError ...)
         return f"not a readable image ({type(e).__name__}: {e})"
-    if fmt == "JPEG":
-        with open(path, "rb") as f:
-            f.seek(max(0, size - _TAIL_BYTES))
-            tail = f.read()
-        if _JPEG_EOI not in tail:
-            try:
-                with Image.open(path) as img:
-                    img.load()
-            except Exception as e:
-                return f"truncated JPEG ({type(e).__name__}: {e})"
+    try:
+        with Image.open(path) as img:            # verify() leaves the image unusable: reopen
+            img.load()
+    except Exception as e:
+        if fmt == "JPEG" and not _has_jpeg_end(path, size):
+            return f"truncated JPEG ({type(e).__name__}: {e})"
+        return f"damaged image data: decoding fails ({type(e).__name__}: {e})"
     return None
+
+
+def _has_jpeg_end(path: Path, size: int) -> bool:
+    with open(path, "rb") as f:
+        f.seek(max(0, size - _TAIL_BYTES))
+        return _JPEG_EOI in f.read()
 
 
 def check_images(split: Split, skip_bad: bool = False,

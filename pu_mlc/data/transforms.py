@@ -4,7 +4,9 @@ Train (SPEC section 4): bicubic resize to ``scale x scale``, a random square cro
 drawn from ``scale x {1, .875, .75, .625, .5}`` (512 -> {512, 448, 384, 320, 256}) at a random
 position, bicubic resize to ``crop x crop``, random horizontal flip, ``ToTensor``, normalise.
 Test: bicubic resize to ``crop x crop``, ``ToTensor``, normalise. No Cutout, no RandAugment.
-Randomness comes from ``torch``'s RNG, which DataLoader seeds per worker, so workers differ.
+Randomness comes from ``torch``'s global CPU RNG; for training, ``pu_mlc.engine.data_setup``
+seeds it per sample from (seed, rank, epoch, position), so the draws do not depend on the number
+of loader processes and a resumed run repeats them exactly.
 ``pu_mlc.data.device_transforms`` holds the same augmentations on decoded tensors.
 """
 

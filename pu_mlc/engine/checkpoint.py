@@ -1,8 +1,10 @@
 """Checkpoints: ``last.pt`` to resume a run, ``best.pt`` to use its selected model.
 
 ``last.pt`` holds everything the next epoch needs (the recipe's state: model, EMA, optimizer,
-OneCycle position, GradScaler; the selection so far; the per-epoch history); the MixUp randomness
-is re-seeded from (seed, rank, epoch) so nothing else is needed for an exact continuation.
+OneCycle position, GradScaler, the divergence rule's reference loss; the selection so far; the
+per-epoch history). Every random draw (shuffle, augmentation, MixUp, the global generators) is
+re-derived from (seed, rank, epoch) at each epoch start, so no generator state is saved and the
+continuation is exact (``tests/test_engine_resume_exact.py``).
 ``best.pt`` holds only the selected model's weights with the class names and the config, so it can
 be loaded for inference without the pretrained backbone file. Both are written atomically and
 hold only tensors and plain Python values, so they are read with ``weights_only=True``: a crafted
@@ -11,7 +13,9 @@ pickle on shared storage cannot run code when a run is resumed. Epochs are 1-bas
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -29,7 +33,7 @@ def save_checkpoint(path: Path, *, recipe_state: dict, epoch: int, selection: di
                       path)
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict:
+def load_checkpoint(path: Path, device: Optional[torch.device] = None) -> dict:
     """The state in ``last.pt``; a foreign, truncated or older file is refused in one line."""
     path = Path(path)
     if not path.exists():
@@ -46,11 +50,31 @@ def safe_torch_load(path: Path, device=None):
     """``torch.load`` that never unpickles code: anything beyond tensors and plain values is
     refused with a one-line error naming the file."""
     try:
-        return torch.load(path, map_location=device or "cpu", weights_only=True)
+        with warnings.catch_warnings():      # e.g. "Detected pickle protocol 4": not for users
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device or "cpu", weights_only=True)
     except Exception as err:  # a truncated, foreign or malicious file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise OutputDirError(f"checkpoint {path} cannot be read safely ({first}); it is not a "
-                             f"file this version of pu-mlc wrote") from None
+        raise OutputDirError(f"checkpoint {path} cannot be read safely "
+                             f"({load_failure_reason(err)}); it is not a file this version of "
+                             f"pu-mlc wrote, and it was not "
+                             f"unpickled: replace it or start a new run") from None
+
+
+def load_failure_reason(err: Exception) -> str:
+    """The informative line of a ``torch.load`` error. The weights-only unpickler's message
+    starts with advice to retry with ``weights_only=False`` (which would run the file's code), so
+    its specific line ("unsupported GLOBAL posix.mkdir ...") is shown instead."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    for key in ("GLOBAL", "Unsupported", "unsupported"):
+        for line in lines:
+            if key in line:
+                return line.rstrip(".")
+    first = lines[0]
+    if "weights_only" in first:
+        return "it holds more than tensors and plain values"
+    return first.rstrip(".")
 
 
 def save_best_weights(path: Path, model: torch.nn.Module, config: dict,

@@ -5,17 +5,27 @@ label matrix in dataset order, before anything is held out or dropped, so every 
 keeps exactly the mask it has in the published protocol. Everything that can be wrong with the
 data (annotation files, class count, unreadable images, word vectors) is found here, before the
 model is built.
+
+Training randomness in the loaders is re-derived, never carried: the shuffle is
+``DistributedSampler``'s (seed, epoch); every training sample's augmentation (PIL path) is drawn
+with torch's CPU RNG seeded from (seed, rank, epoch, position in the epoch) inside the loader
+(:class:`AugmentationSeededSampler` + :class:`SeededSamples`), and the tensor path's
+:class:`~pu_mlc.data.DeviceTrainTransform` is re-seeded from (seed, rank, epoch) at every epoch
+start (:meth:`Loaders.set_epoch`). So an epoch's batches depend on (seed, rank, epoch) only: not
+on the number of loader processes, on persistent workers' earlier draws, or on whether the run was
+resumed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data import (DeviceTestTransform, DeviceTrainTransform, EncodedImageDataset,
                     MultiLabelImageDataset, Split, check_images, class_word_vectors,
@@ -136,6 +146,49 @@ def _checked(split: Split, targets: np.ndarray, cfg: TrainConfig,
 
 
 # ------------------------------------------------------------------------------------------------
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed that is a fixed function of ``parts`` (seed, rank, epoch, ...), the same on
+    every platform and Python version, and unrelated for neighbouring inputs."""
+    digest = hashlib.blake2b(repr(tuple(int(p) for p in parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class AugmentationSeededSampler(DistributedSampler):
+    """``DistributedSampler`` that yields ``(index, augmentation seed)`` pairs.
+
+    The seed is :func:`derived_seed` of (seed, rank, epoch, position in this rank's epoch order),
+    so each draw of an epoch differs (also for the indices the sampler repeats to pad the last
+    rank) and depends on nothing else. The sampler runs in the main process, so it always sees the
+    epoch ``set_epoch`` set, even with persistent loader processes.
+    """
+
+    def __iter__(self):
+        for position, index in enumerate(super().__iter__()):
+            yield index, derived_seed(self.seed, self.rank, self.epoch, position)
+
+
+class SeededSamples(Dataset):
+    """A training dataset whose items are drawn with torch's CPU RNG seeded per sample.
+
+    ``dataset[(index, seed)]`` is ``base[index]`` computed with the global CPU generator seeded
+    with ``seed`` (and restored afterwards, so an in-process loader leaves the caller's RNG as it
+    was): the random crop and flip of the PIL transforms are then a function of the seed alone,
+    whichever loader process computes them.
+    """
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(int(seed))
+            return self.base[index]
+
+
 @dataclass
 class Loaders:
     train: DataLoader
@@ -144,6 +197,16 @@ class Loaders:
     val: Optional[DataLoader]
     device_transform_train: Optional[object]
     device_transform_eval: Optional[object]
+    seed: int = 0
+    rank: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the epoch's data randomness a function of (seed, rank, epoch): the shuffle and
+        the per-sample augmentation seeds through the sampler, the device transform re-seeded."""
+        self.train_sampler.set_epoch(epoch)
+        reseed = getattr(self.device_transform_train, "reseed", None)
+        if reseed is not None:
+            reseed(derived_seed(self.seed, self.rank, epoch, -1))
 
     def to_input(self, batch, device: torch.device, train: bool,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -181,9 +244,9 @@ def build_loaders(cfg: TrainConfig, data: RunData, ctx: DistContext, mean, std) 
 
     common = dict(num_workers=cfg.workers, pin_memory=pin, collate_fn=collate,
                   persistent_workers=cfg.workers > 0)
-    train_ds = make(data.train, True)
-    sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
-                                 shuffle=True, seed=cfg.seed)
+    train_ds = SeededSamples(make(data.train, True))
+    sampler = AugmentationSeededSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
+                                        shuffle=True, seed=cfg.seed)
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
                               drop_last=True, **common)
     eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
@@ -195,4 +258,5 @@ def build_loaders(cfg: TrainConfig, data: RunData, ctx: DistContext, mean, std) 
                           drop_last=False, **common)
 
     return Loaders(train_loader, sampler, eval_loader(data.test),
-                   eval_loader(data.val) if data.val else None, dev_train, dev_eval)
+                   eval_loader(data.val) if data.val else None, dev_train, dev_eval,
+                   seed=cfg.seed, rank=ctx.rank)

@@ -11,6 +11,16 @@ report. What differs between runs lives in two objects built from the config: th
 Launchers differ only in the ``reporter`` callback, called on every rank after every epoch with
 that epoch's metrics (Ray Train's ``report`` is a barrier, so every rank must call it). Epochs are
 numbered 1..``train_epochs`` everywhere.
+
+Reliability. A resumed run equals an uninterrupted one bit for bit (on the CPU; on CUDA up to
+non-deterministic kernels): everything an epoch draws is re-derived from (seed, rank, epoch) at
+its start (shuffle, augmentation, MixUp, the process's global torch/numpy/random generators), and
+everything else it needs is in ``last.pt``. Divergence is caught from the first step
+(:class:`~pu_mlc.engine.step.DivergenceWatch`, :func:`~pu_mlc.engine.step.loss_rise_limit`) and
+raised as :class:`~pu_mlc.errors.TrainingDiverged`. ``metrics.json`` always ends with the run's
+state: ``running`` while it trains, then ``finished``, ``stopped`` (nothing left to train),
+``diverged``, ``failed`` (any other exception) or ``interrupted`` (KeyboardInterrupt), the last
+three with a ``failure`` {reason, epoch, step}.
 """
 
 from __future__ import annotations
@@ -19,19 +29,22 @@ import datetime
 import logging
 import math
 import platform
+import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from .. import __version__
 from .. import config as config_lib
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..models import build_model
 from .checkpoint import load_checkpoint, save_best_weights, save_checkpoint
-from .data_setup import Loaders, RunData, build_loaders, prepare_run_data, resolve_pipeline
+from .data_setup import (Loaders, RunData, build_loaders, derived_seed, prepare_run_data,
+                         resolve_pipeline)
 from .distributed import DistContext, setup_distributed, teardown_distributed
 from .evaluate import EvalTarget
 from .outputs import (RunPaths, check_output_dir, prepare_output_dir, read_json,
@@ -41,6 +54,7 @@ from .precision import Precision, resolve_precision
 from .progress import progress
 from .protocols import Protocol, build_protocol
 from .recipe import Recipe
+from .step import LOSS_WINDOW_STEPS, loss_rise_limit
 from .tensorboard import RunWriter
 
 if TYPE_CHECKING:
@@ -76,6 +90,8 @@ def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
                  else check_output_dir(cfg))
         if resume_checkpoint is None and cfg.resume:
             resume_checkpoint = paths.last_checkpoint
+        # read (safely) before anything is written: a bad or crafted last.pt changes nothing
+        resume_state = load_checkpoint(resume_checkpoint) if resume_checkpoint is not None else None
         t0 = time.perf_counter()
         data = prepare_run_data(cfg, ctx)
         t1 = time.perf_counter()
@@ -87,8 +103,15 @@ def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
             write_text_atomic(paths.config, cfg.to_yaml())
             log_handler = _attach_log_file(paths.log_file)
         ctx.barrier()
-        return _train(cfg, ctx, paths, data, model, precision, timing, reporter=reporter,
-                      resume_checkpoint=resume_checkpoint, hparams=hparams)
+        run = _RunState(paths, cfg)
+        try:
+            return _train(cfg, ctx, paths, data, model, precision, timing, run, reporter=reporter,
+                          resume_checkpoint=resume_checkpoint, resume_state=resume_state,
+                          hparams=hparams)
+        except BaseException as err:
+            if ctx.is_main:
+                run.record_failure(err, log_handler)
+            raise
     finally:
         if log_handler is not None:
             logging.getLogger().removeHandler(log_handler)
@@ -131,9 +154,9 @@ def build_run_model(cfg: TrainConfig, data: RunData) -> nn.Module:
 
 
 def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
-           model: nn.Module, precision: Precision, timing: dict, *,
+           model: nn.Module, precision: Precision, timing: dict, run: "_RunState", *,
            reporter: Optional[Reporter], resume_checkpoint: Optional[Path],
-           hparams: Optional[dict]) -> dict:
+           resume_state: Optional[dict], hparams: Optional[dict]) -> dict:
     t_build = time.perf_counter()
     model.to(ctx.device)
     if ctx.device.type == "cuda":
@@ -143,10 +166,13 @@ def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
     protocol = _build_protocol(cfg, data, loaders, ctx)
     history: list[dict] = []
     done = 0                                           # epochs trained before this call
-    if resume_checkpoint is not None:
-        done, history = _resume(resume_checkpoint, recipe, protocol, paths, ctx)
+    if resume_state is not None:
+        done, history = _resume(resume_checkpoint, resume_state, recipe, protocol, paths)
+    run.payload = lambda status: _metrics_payload(cfg, data, ctx, model, protocol, history,
+                                                  status, timing)
     writer = RunWriter(paths.tensorboard(cfg), enabled=ctx.is_main,
                        purge_step=done + 1 if done else None)
+    run.writer = writer                     # closed by fit also when an epoch raises
     writer.hparams_start(hparams if hparams is not None else cfg.to_dict(), resumed=done > 0)
     timing["build_seconds"] += time.perf_counter() - t_build
     if ctx.is_main:
@@ -155,11 +181,16 @@ def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
     generator = torch.Generator()          # MixUp draws: on the CPU, no device->host sync
     status = "stopped"
     for epoch in range(done + 1, cfg.train_epochs + 1):
-        loaders.train_sampler.set_epoch(epoch)
-        # MixUp draws depend on (seed, rank, epoch) only, so a resumed run repeats them exactly.
+        run.epoch = epoch
+        # Every random draw of the epoch depends on (seed, rank, epoch) only, so a resumed run
+        # repeats them exactly: shuffle and augmentation (loaders), MixUp, and the process's
+        # global generators (nothing draws from them today; this keeps it so for new code).
+        loaders.set_epoch(epoch)
         generator.manual_seed(_mix_seed(cfg.seed, ctx.rank, epoch))
+        seed_global_generators(derived_seed(cfg.seed, ctx.rank, epoch, -2))
         record = {"epoch": epoch, **train_one_epoch(recipe, loaders, ctx, epoch,
-                                                    cfg.train_epochs, generator)}
+                                                    cfg.train_epochs, generator,
+                                                    num_classes=data.num_classes)}
         if done and epoch == done + 1:
             record["resumed_from_checkpoint"] = True
         t_eval = time.perf_counter()
@@ -202,12 +233,26 @@ def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
 
 
 def train_one_epoch(recipe: Recipe, loaders: Loaders, ctx: DistContext, epoch: int,
-                    epochs: int, generator: torch.Generator) -> dict:
-    """One pass over the training split with :meth:`Recipe.train_step`; the epoch's statistics."""
+                    epochs: int, generator: torch.Generator, *,
+                    num_classes: Optional[int] = None) -> dict:
+    """One pass over the training split with :meth:`Recipe.train_step`; the epoch's statistics.
+
+    Raises :class:`~pu_mlc.errors.TrainingDiverged` when the loss or the gradients turn
+    non-finite (seen on the device every step, read on the first step and at the sync points:
+    every 50 steps, every step on a single CPU process, the end of the epoch) or when the mean
+    loss of the epoch or of a 50-step window exceeds :func:`~pu_mlc.engine.step.loss_rise_limit`
+    (with ``num_classes``; the reference, the run's first loss, is kept in the recipe's state).
+    """
     recipe.net.train()                      # the model keeps every BatchNorm in eval mode
+    watch = recipe.watch
+    if watch is not None:
+        watch.start_epoch()
     total = torch.zeros((), dtype=torch.float64, device=ctx.device)
     steps, wait = 0, 0.0
+    window = (0.0, 0)                       # (loss sum, steps) at the last window check
     t_start = t_fetch = time.perf_counter()
+    # Reading the device costs nothing on a single CPU process; elsewhere only at sync points.
+    read_every = 1 if ctx.device.type == "cpu" and not ctx.distributed else LOSS_WINDOW_STEPS
 
     def to_device(batch) -> tuple[torch.Tensor, torch.Tensor]:
         x = loaders.to_input(batch, ctx.device, train=True)
@@ -221,24 +266,70 @@ def train_one_epoch(recipe: Recipe, loaders: Loaders, ctx: DistContext, epoch: i
         batches = (to_device(b) for b in loaders.train)
     n_batches = len(loaders.train)
     bar = progress(batches, total=n_batches, enabled=ctx.is_main, desc=f"epoch {epoch}/{epochs}")
-    for x, targets in bar:
-        wait += time.perf_counter() - t_fetch
-        total += recipe.train_step(x, targets, generator)
-        steps += 1
-        if steps % 50 == 0 or steps == n_batches:
-            value = float(total.item()) / steps
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"training loss became {value} at epoch {epoch} step {steps}; lower --lr or "
-                    f"use --precision fp32/bf16")
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{recipe.lr:.2e}")
-        t_fetch = time.perf_counter()
-    bar.close()
+    try:
+        for x, targets in bar:
+            wait += time.perf_counter() - t_fetch
+            loss = recipe.train_step(x, targets, generator)
+            total += loss
+            steps += 1
+            sync = steps % LOSS_WINDOW_STEPS == 0 or steps == n_batches
+            if steps == 1 or sync or steps % read_every == 0:
+                _raise_if_non_finite(watch, total, steps, ctx, epoch)
+            if steps == 1 and watch is not None and watch.first_loss is None:
+                watch.first_loss = ctx.all_reduce_mean(float(loss.item()))  # rule's reference
+            if sync:
+                value = float(total.item())
+                if steps % LOSS_WINDOW_STEPS == 0:
+                    mean = ctx.all_reduce_mean((value - window[0]) / (steps - window[1]))
+                    _raise_if_loss_rose(mean, f"over steps {window[1] + 1}-{steps}", watch,
+                                        num_classes, epoch, steps)
+                    window = (value, steps)
+                bar.set_postfix(loss=f"{value / steps:.4f}", lr=f"{recipe.lr:.2e}")
+            t_fetch = time.perf_counter()
+    finally:
+        bar.close()
     seconds = time.perf_counter() - t_start
     images = steps * loaders.train.batch_size * ctx.world_size
-    return {"train_loss": ctx.all_reduce_mean(float(total.item()) / max(steps, 1)),
+    train_loss = ctx.all_reduce_mean(float(total.item()) / max(steps, 1))
+    _raise_if_loss_rose(train_loss, "over the epoch", watch, num_classes, epoch, steps)
+    return {"train_loss": train_loss,
             "lr": recipe.lr, "train_seconds": seconds, "data_wait_seconds": wait,
             "steps": steps, "images_per_second": images / max(seconds, 1e-9)}
+
+
+def _raise_if_non_finite(watch, total: torch.Tensor, steps: int, ctx: DistContext,
+                         epoch: int) -> None:
+    """TrainingDiverged if any rank saw a non-finite loss or gradient (one sync)."""
+    if watch is not None:
+        found = watch.poll()
+    else:                                   # a recipe without a watch: the summed loss only
+        value = float(total.item())
+        found = None if math.isfinite(value) else (f"the training loss is {value}", steps)
+    if ctx.distributed:                     # every rank raises together (or none does)
+        seen = [f for f in ctx.all_gather_object(found) if f is not None]
+        found = min(seen, key=lambda f: f[1]) if seen else None
+    if found is not None:
+        raise TrainingDiverged(found[0], epoch, found[1])
+
+
+def _raise_if_loss_rose(mean: float, where: str, watch, num_classes: Optional[int], epoch: int,
+                        steps: int) -> None:
+    if not math.isfinite(mean):
+        raise TrainingDiverged(f"the mean training loss {where} is {mean}", epoch, steps)
+    if watch is None or watch.first_loss is None or not num_classes:
+        return
+    limit = loss_rise_limit(watch.first_loss, num_classes)
+    if mean > limit:
+        raise TrainingDiverged(
+            f"the mean training loss {where} is {mean:.4g}, above {limit:.4g} (10 x |first loss "
+            f"{watch.first_loss:.4g}| + {num_classes} classes)", epoch, steps)
+
+
+def seed_global_generators(seed: int) -> None:
+    """Seed the process's global torch (CPU and CUDA), numpy and ``random`` generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,9 +344,8 @@ def _build_protocol(cfg: TrainConfig, data: RunData, loaders: Loaders,
                           to_input=lambda b: loaders.to_input(b, ctx.device, train=False))
 
 
-def _resume(checkpoint: Path, recipe: Recipe, protocol: Protocol, paths: RunPaths,
-            ctx: DistContext) -> tuple[int, list[dict]]:
-    state = load_checkpoint(checkpoint, ctx.device)
+def _resume(checkpoint: Optional[Path], state: dict, recipe: Recipe, protocol: Protocol,
+            paths: RunPaths) -> tuple[int, list[dict]]:
     recipe.load_state_dict(state["recipe"])
     protocol.selection = type(protocol.selection).from_state(state["selection"])
     history = _restore_history(state["history"], read_json(paths.metrics))
@@ -359,6 +449,49 @@ def _restore_history(saved: list[dict], metrics: Optional[dict]) -> list[dict]:
         if "checkpoint_seconds" not in record and seconds is not None:
             record["checkpoint_seconds"] = seconds
     return saved
+
+
+class _RunState:
+    """What ``fit`` needs to record a run that raised: its ``metrics.json`` payload (once the
+    training objects exist), the epoch in progress and the TensorBoard writer to close."""
+
+    def __init__(self, paths: RunPaths, cfg: TrainConfig) -> None:
+        self.paths, self.cfg = paths, cfg
+        self.payload: Optional[Callable[[str], dict]] = None
+        self.epoch: Optional[int] = None
+        self.writer: Optional[RunWriter] = None
+
+    def record_failure(self, err: BaseException, log_handler: Optional[logging.Handler]) -> None:
+        """Close TensorBoard and write ``metrics.json`` with the failed run's status and reason
+        (never masking ``err``: a failure to record is only logged)."""
+        if self.writer is not None:
+            self.writer.close()
+        status, failure = failure_of(err, self.epoch)
+        try:
+            if self.payload is not None:
+                payload = self.payload(status)
+            else:                           # raised before training started: keep what was shown
+                payload = {**(read_json(self.paths.metrics) or {}), "status": status,
+                           "config": self.cfg.to_dict()}
+            payload["failure"] = failure
+            write_json_atomic(self.paths.metrics, payload)
+        except Exception as write_err:  # noqa: BLE001 (the original error is what matters)
+            log.warning("could not record the %s run in %s: %s", status, self.paths.metrics,
+                        write_err)
+        if log_handler is not None:         # in train.log; the console gets the error itself
+            log_handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0,
+                                              "run %s: %s", (status, failure["reason"]), None))
+
+
+def failure_of(err: BaseException, epoch: Optional[int]) -> tuple[str, dict[str, Any]]:
+    """``metrics.json``'s status and ``failure`` {reason, epoch, step} for an exception."""
+    if isinstance(err, TrainingDiverged):
+        return "diverged", {"reason": err.reason, "epoch": err.epoch, "step": err.step,
+                            "message": str(err)}
+    text = " ".join(str(err).split())
+    reason = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    status = "failed" if isinstance(err, Exception) else "interrupted"
+    return status, {"reason": reason, "epoch": epoch, "step": None}
 
 
 def _mix_seed(seed: int, rank: int, epoch: int) -> int:

@@ -59,10 +59,17 @@ class RunPaths:
 
 
 def check_output_dir(cfg: "config_lib.TrainConfig") -> RunPaths:
-    """Refuse to clobber earlier results; for ``--resume`` require a matching earlier run.
+    """Refuse an output dir the run cannot write in, or one holding earlier results; for
+    ``--resume`` require a matching earlier run.
 
-    Pure check, safe to call on every rank before any rank writes.
+    Called before the data and the model are set up, so an unwritable ``--output-dir`` (or
+    ``--tensorboard-dir``) is refused in a second, not after minutes of setup. Safe to call on
+    every rank before any rank writes: the only trace it leaves is a temporary file created and
+    removed again in the nearest existing folder (no directory is created).
     """
+    check_writable_dir(Path(cfg.output_dir), "output dir (--output-dir)")
+    if cfg.tensorboard_dir:
+        check_writable_dir(Path(cfg.tensorboard_dir), "TensorBoard dir (--tensorboard-dir)")
     paths = RunPaths(Path(cfg.output_dir).resolve())
     present = [name for name in RUN_ARTIFACTS if (paths.root / name).exists()]
     if cfg.resume:
@@ -84,6 +91,48 @@ def check_output_dir(cfg: "config_lib.TrainConfig") -> RunPaths:
             f"--resume to continue that run, --overwrite to replace it, or choose another "
             f"--output-dir")
     return paths
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """Refuse, naming ``path`` and the fix, when ``path`` cannot be (or become) a directory this
+    process can create files in.
+
+    The nearest existing ancestor of ``path`` (``path`` itself when it exists) must be a
+    directory, and a temporary file is created and removed in it: this asks the file system
+    itself, so read-only mounts, permissions, ACLs and full quotas all answer truthfully (mode
+    bits alone would mislead: root may write into a mode-0555 directory). Nothing is left
+    behind: no directory is created, the probe file is removed.
+    """
+    path = Path(path)
+    fix = f"choose another {_flag_of(what)} (a folder you can write to)"
+    probe = path
+    try:
+        while not probe.exists():
+            if os.path.islink(probe):
+                raise OutputDirError(f"{what} {path}: {probe} is a broken symbolic link; "
+                                     f"remove it or {fix}")
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        is_dir = probe.is_dir()
+    except OSError as err:
+        raise OutputDirError(f"{what} {path} cannot be inspected ({err.strerror or err}: "
+                             f"{err.filename or probe}); {fix}") from None
+    if not is_dir:
+        where = "is a file" if probe == path else f"cannot be created: {probe} is a file"
+        raise OutputDirError(f"{what} {path} {where}, not a directory; {fix}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".pu_mlc-write-probe-", dir=probe)
+    except OSError as err:
+        raise OutputDirError(f"{what} {path} cannot be written: creating a file in {probe} "
+                             f"failed ({err.strerror or err}); {fix}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _flag_of(what: str) -> str:
+    start = what.find("(--")
+    return what[start + 1:what.index(")", start)] if start >= 0 else "directory"
 
 
 def prepare_output_dir(paths: RunPaths, cfg: "config_lib.TrainConfig") -> None:

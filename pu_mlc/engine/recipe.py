@@ -9,7 +9,9 @@ benchmark can never measure a step that users do not run.
 
 The step runs the fused form (one forward pass over the batch and its MixUp; see
 :mod:`pu_mlc.engine.step` for why it is exact). Its MixUp draws come from a CPU generator the
-caller owns, so they cost no device->host synchronisation and a resumed run repeats them.
+caller owns, so they cost no device->host synchronisation and a resumed run repeats them. Every
+step also feeds the recipe's :class:`~pu_mlc.engine.step.DivergenceWatch` (a non-finite loss or
+gradient, noticed on the device without a sync; ``fit`` reads it at its sync points).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..losses import build_loss
 from .distributed import DistContext
 from .ema import TrainableStateEma
 from .precision import Precision
-from .step import compute_loss, optimizer_step
+from .step import DivergenceWatch, compute_loss, optimizer_step
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -43,6 +45,7 @@ class Recipe:
     criterion: nn.Module
     mixup_alpha: float
     channels_last: bool = False
+    watch: Optional[DivergenceWatch] = None
 
     @classmethod
     def build(cls, cfg: "TrainConfig", model: nn.Module, steps_per_epoch: int,
@@ -64,11 +67,13 @@ class Recipe:
                       **_no_buffer_sync())
         if cfg.compile:
             net = torch.compile(net)
+        scaler = precision.grad_scaler()
         return cls(model=model, net=net, optimizer=optimizer, scheduler=scheduler,
                    ema=TrainableStateEma(model, decay=cfg.ema), precision=precision,
-                   scaler=precision.grad_scaler(),
+                   scaler=scaler,
                    criterion=build_loss(cfg.loss, alpha=cfg.alpha, gamma=cfg.gamma),
-                   mixup_alpha=cfg.mixup_alpha, channels_last=channels_last)
+                   mixup_alpha=cfg.mixup_alpha, channels_last=channels_last,
+                   watch=DivergenceWatch(trainable, ctx.device, check_gradients=scaler is None))
 
     def train_step(self, x: torch.Tensor, targets: torch.Tensor,
                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -78,6 +83,8 @@ class Recipe:
         optimizer_step(loss, self.optimizer, self.scaler)
         self.scheduler.step()
         self.ema.update(self.model)
+        if self.watch is not None:
+            self.watch.observe(loss)
         return loss.detach()
 
     @property
@@ -88,7 +95,8 @@ class Recipe:
         return {"model": self.model.state_dict(), "ema": self.ema.module.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "watch": self.watch.state_dict() if self.watch is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -97,6 +105,8 @@ class Recipe:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.watch is not None:
+            self.watch.load_state_dict(state.get("watch"))
 
 
 def _no_buffer_sync() -> dict:
