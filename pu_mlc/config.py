@@ -322,20 +322,27 @@ def parse_train_args(argv: Sequence[str], prog: str = "pu-mlc train"
     return TrainConfig.from_dict(values, source=source), ns
 
 
+def read_yaml_file(path: Path, *, flag: str, example: str, kind: str, hint: str = "") -> Any:
+    """The content of a YAML file given with ``flag`` (``--config``, ``--space``), with one-line
+    errors for a directory, a missing, unreadable or invalid file (``kind`` names the file in
+    them: "config file", "search space file")."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; {flag} takes a YAML file such as {example}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {kind}{hint}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: the {kind} cannot be read ({err})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+
+
 def read_yaml_fields(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML config file, with a clear error for anything else."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; --config takes a YAML file such as "
-                          f"{path / 'config.yaml'}")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot be read ({err})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    values = read_yaml_file(path, flag="--config", example=str(path / "config.yaml"),
+                            kind="config file")
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config fields, got "
                           f"{type(values).__name__}")

@@ -22,7 +22,8 @@ from pu_mlc.config import TrainConfig
 from pu_mlc.engine import fit
 from pu_mlc.engine.checkpoint import load_checkpoint
 from pu_mlc.errors import OutputDirError
-from test_entry_errors import TINY, assert_refused, snapshot, train
+from test_entry_errors import (TINY, assert_refused, earlier_run,  # noqa: F401 (fixture)
+                               snapshot, train)
 
 
 class MakesADirectory:
@@ -45,16 +46,6 @@ def craft_with_pickle(path: Path, marker: Path) -> None:
 
 
 CRAFTERS = {"torch-save": craft_with_torch_save, "pickle": craft_with_pickle}
-
-
-@pytest.fixture(scope="module")
-def earlier_run(coco2014_root, tmp_path_factory) -> Path:
-    """A finished one-epoch run, made through the entry point."""
-    out = tmp_path_factory.mktemp("earlier") / "run"
-    proc = train([coco2014_root, "--dataset=COCO2014", *TINY, f"--output-dir={out}"],
-                 cwd=out.parent)
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 @pytest.fixture(params=CRAFTERS)

@@ -79,7 +79,7 @@ def test_a_local_search_serves_the_dashboard_on_loopback_and_only_documented_lis
                     # first sight: a process that is exiting no longer shows its command line
                     seen.setdefault((sock["ip"], sock["port"]), sock)
                 time.sleep(0.5)
-            rc = driver.wait(timeout=60)
+            rc = driver.wait(timeout=HANG_GUARD_S)
         finally:
             if driver.poll() is None:
                 driver.kill()

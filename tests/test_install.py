@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +37,7 @@ def site_packages_of_this_python() -> Path:
     return Path(sysconfig.get_paths()["purelib"])
 
 
-def run(cmd, cwd: Path, env: dict, timeout: float = 300, check: bool = True
+def run(cmd, cwd: Path, env: dict, timeout: float = HANG_GUARD_S, check: bool = True
         ) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -115,7 +116,7 @@ def venv(tmp_path_factory) -> Venv:
 
     source = copy_source_tree(base / "src")
     env(env.python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-        "--quiet", source, timeout=600)
+        "--quiet", source, timeout=HANG_GUARD_S)
     env.source = source            # type: ignore[attr-defined]
     env.site = site                # type: ignore[attr-defined]
     return env
@@ -184,7 +185,7 @@ def test_train_from_a_config_file_alone_then_evaluate(venv, coco_format_root, tm
                   output_dir=str(out), train_epochs=1)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(fields, sort_keys=False))
-    venv(venv.bin / "pu-mlc", "train", "--config", config, timeout=600)
+    venv(venv.bin / "pu-mlc", "train", "--config", config, timeout=HANG_GUARD_S)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "finished"
     assert metrics["config"]["data"] == str(coco_format_root)

@@ -57,7 +57,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from pu_mlc.config import TrainConfig
+from pu_mlc.config import TrainConfig, read_yaml_file
 from pu_mlc.errors import ConfigError
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
@@ -169,18 +169,8 @@ def load_search_spec(path: str | Path, overrides: Optional[Mapping[str, Any]] = 
                      base_dir: Optional[Path] = None) -> SearchSpec:
     """Read, merge ``--set key.sub=value`` overrides into, and validate a search space file."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; --space takes a YAML file such as "
-                          f"search_spaces/demo.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such search space file (see search_spaces/ for "
-                          f"examples)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: the search space file cannot be read ({err})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    raw = read_yaml_file(path, flag="--space", example="search_spaces/demo.yaml",
+                         kind="search space file", hint=" (see search_spaces/ for examples)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a search space is a mapping with keys {sorted(TOP_KEYS)}")
     for dotted, value in (overrides or {}).items():
