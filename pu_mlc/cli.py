@@ -2,7 +2,7 @@
 
 Subcommands: ``train`` (one run; the default, so the paper's command lines work unchanged),
 ``evaluate`` and ``predict`` (a run's ``best.pt``), ``make-demo-data`` and ``demo-train`` (the
-built-in dataset), and the search side ``search``, ``export``, ``demo``, which live in
+built-in dataset), and the search side ``search``, ``export``, ``report``, ``demo``, which live in
 ``tune.cli`` and are imported only when asked for, so a single training run never imports Ray.
 """
 
@@ -136,12 +136,13 @@ USAGE = """usage: {prog} COMMAND [ARGS]   (COMMAND --help for its flags)
   predict CHECKPOINT IMAGE...    a CSV of label scores per image
   search --space FILE.yaml       Ray Tune + Optuna search (needs pu-mlc[search])
   export EXPERIMENT_DIR          best config and command per task of a search
+  report EXPERIMENT_DIR          results table, published rows, figures of a search
   demo                           build the built-in dataset and run the demo search
   make-demo-data OUT_DIR         build the built-in multi-label dataset of real photos
   demo-train                     the CPU demo preset: one run on the built-in dataset
 """
 
-SEARCH_COMMANDS = ("search", "export", "demo")
+SEARCH_COMMANDS = ("search", "export", "report", "demo")
 
 
 def _run_evaluate(argv: Sequence[str]) -> int:
@@ -163,7 +164,7 @@ def _prog(command: Optional[str] = None) -> str:
 
 
 def run_search_side(argv: Sequence[str]) -> int:
-    """``search``/``export``/``demo``: the Ray side, imported only now."""
+    """``search``/``export``/``report``/``demo``: the Ray side, imported only now."""
     import importlib.util
 
     missing = [m for m in ("ray", "optuna", "tune") if importlib.util.find_spec(m) is None]

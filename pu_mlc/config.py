@@ -79,8 +79,9 @@ class TrainConfig:
                                       help="number of classes; checked against the dataset "
                                            "(default: taken from the dataset)")
     prob: float = _opt(1.0, "--prob", published=True,
-                       help="fraction of training label entries kept (seed-0 mask); 1 = full-label "
-                            "MLC, < 1 = MLC with partial labels")
+                       help="fraction of training label entries kept (mask drawn with "
+                            "--mask-seed, published: 0); 1 = full-label MLC, < 1 = MLC with "
+                            "partial labels")
     scale_size: int = _opt(512, "--scaleSize", published=True,
                            help="training images are first resized to scaleSize x scaleSize")
     crop_size: int = _opt(448, "--cropSize", published=True,
@@ -128,6 +129,15 @@ class TrainConfig:
                         help="PU loss re-balance exponent: w_c = mean(s_c) ** gamma")
     mixup_alpha: float = _opt(0.3, "--mixup-alpha",
                               help="Beta(a, a) parameter of the PU MixUp regulariser")
+    asl_gamma_neg: float = _opt(4.0, "--asl-gamma-neg",
+                                help="ASL focusing exponent of negatives (used by --loss asl "
+                                     "only; ASL paper: 4)")
+    asl_gamma_pos: float = _opt(1.0, "--asl-gamma-pos",
+                                help="ASL focusing exponent of positives (used by --loss asl "
+                                     "only; ASL paper: 1, ASL's training script: 0)")
+    asl_clip: float = _opt(0.05, "--asl-clip",
+                           help="ASL probability margin shifted off negatives, in [0, 1); 0 "
+                                "disables it (used by --loss asl only; ASL paper: 0.05)")
     # --- optimisation ------------------------------------------------------------------------
     batch_size: int = _opt(35, "--b", "--batch-size", published=True,
                            help="images per training process (the PU statistics are per process)")
@@ -140,8 +150,12 @@ class TrainConfig:
                                   "schedule. Published --Stop_epoch N = epochs 0..N = "
                                   "train_epochs N+1 (--train-epochs sets the count directly)")
     pct_start: float = _opt(0.2, "--pct-start", help="OneCycle warm-up fraction")
-    seed: int = _opt(0, "--seed", help="seed of training randomness (the label mask is always "
-                                       "seed 0, as published)")
+    seed: int = _opt(0, "--seed", help="seed of training randomness (not of the label mask: "
+                                       "see --mask-seed)")
+    mask_seed: int = _opt(0, "--mask-seed",
+                          help="seed of the partial-label mask drawn with --prob < 1; 0 is the "
+                               "published seed-0 mask. The honest protocol's validation "
+                               "hold-out does not depend on it")
     # --- execution ---------------------------------------------------------------------------
     precision: str = _opt("auto", "--precision", choices=PRECISIONS,
                           help="autocast dtype: auto = bf16 on CUDA when supported, else fp32 "
@@ -407,6 +421,12 @@ def _validate(cfg: TrainConfig) -> None:
     _check(cfg.lr > 0, "lr", cfg.lr, "the learning rate must be > 0")
     _check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "must be >= 0")
     _check(cfg.mixup_alpha > 0, "mixup_alpha", cfg.mixup_alpha, "Beta(a, a) needs a > 0")
+    _check(cfg.asl_gamma_neg >= 0, "asl_gamma_neg", cfg.asl_gamma_neg,
+           "the ASL focusing exponent must be >= 0 (ASL paper: 4)")
+    _check(cfg.asl_gamma_pos >= 0, "asl_gamma_pos", cfg.asl_gamma_pos,
+           "the ASL focusing exponent must be >= 0 (ASL paper: 1)")
+    _check(0.0 <= cfg.asl_clip < 1.0, "asl_clip", cfg.asl_clip,
+           "the ASL probability margin must lie in [0, 1); 0 disables it (ASL paper: 0.05)")
     _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "need at least 1 image")
     _check(cfg.workers >= 0, "workers", cfg.workers, "use 0 to load in the training process")
     _check(cfg.epochs >= 1, "epochs", cfg.epochs, "the OneCycle length must be >= 1")
@@ -415,6 +435,8 @@ def _validate(cfg: TrainConfig) -> None:
     _check(cfg.train_epochs <= cfg.epochs, "train_epochs", cfg.train_epochs,
            f"the run cuts the {cfg.epochs}-epoch OneCycle schedule (--epochs), so it can train at "
            f"most {cfg.epochs} epochs: --Stop_epoch must be below --epochs")
+    _check(cfg.mask_seed >= 0, "mask_seed", cfg.mask_seed,
+           "the label-mask seed must be >= 0 (0 = the published mask)")
     _check(0.0 < cfg.pct_start < 1.0, "pct_start", cfg.pct_start, "must lie in (0, 1)")
     _check(cfg.head_dim >= 2 and cfg.head_dim % 2 == 0, "head_dim", cfg.head_dim,
            "the ssgrl head width must be an even number >= 2 (published: 1024)")

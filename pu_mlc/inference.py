@@ -246,17 +246,18 @@ class SplitScores:
 
 def _split_for(cfg: TrainConfig, which: str) -> tuple[Split, np.ndarray, bool]:
     """(split, targets, partial) as the run built ``which`` ('test' or 'val'): the test split
-    with its full labels; the val split (or the held-out part of train) with the seed-0 partial
-    labels drawn over it (over the whole train matrix for a held-out part)."""
+    with its full labels; the val split (or the held-out part of train) with the run's partial
+    labels (seed ``mask_seed``) drawn over it (over the whole train matrix for a held-out part;
+    the hold-out itself is always seed 0)."""
     splits = load_dataset(cfg.dataset, cfg.data)
     if which == "test":
         test = splits["test"]
         return test, test.labels, False
     if "val" in splits:
         val = splits["val"]
-        return val, partial_labels(val.labels, cfg.prob, seed=0), True
+        return val, partial_labels(val.labels, cfg.prob, seed=cfg.mask_seed), True
     train = splits["train"]
-    targets = partial_labels(train.labels, cfg.prob, seed=0)
+    targets = partial_labels(train.labels, cfg.prob, seed=cfg.mask_seed)
     _, held = holdout_indices(len(train), cfg.val_fraction, seed=0)
     return train.subset(held), targets[held], True
 
@@ -281,9 +282,10 @@ def evaluate_split(run: LoadedRun, data: Optional[PathLike] = None,
     """Score ``split`` of the dataset at ``data`` (default: the run's) as the run did.
 
     ``test``: the full labels of the test split. ``val``: the honest protocol's validation split
-    (the dataset's val split, else the held-out fraction of train) with the run's seed-0 partial
-    labels; only known entries count. Unreadable images stop with :class:`DataError` unless the
-    run used ``skip_bad_images`` (then they are dropped, as in the run).
+    (the dataset's val split, else the held-out fraction of train) with the run's partial labels
+    (seed ``mask_seed``); only known entries count. Unreadable images stop with
+    :class:`DataError` unless the run used ``skip_bad_images`` (then they are dropped, as in the
+    run).
     """
     if split not in SPLITS:
         raise ConfigError(f"split (--split) = {split!r}: choose one of {', '.join(SPLITS)}")

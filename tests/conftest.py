@@ -6,6 +6,9 @@
   with gaps listed out of order; image 2 of each split has no annotation).
 - ``voc2007_root``: a folder holding ``VOCdevkit/VOC2007`` (16 trainval / 10 test images, 112 px;
   10 of the 20 VOC names used; difficult objects, a class only difficult in trainval image 0).
+- ``methods_search``: one real multi-method search on a local Ray (2 tasks x 2 methods, 2 trials
+  + 2 repeats per study, 1 gloo worker per trial, 2 trial slots), run once per session for the
+  tests that read a finished fair search (tests/test_e2e_methods.py, tests/test_report.py).
 The ``*_dataset`` fixtures are :class:`tests.builders.BuiltDataset` (root + expected labels).
 Fixtures are shared: copy them (``builders.copy_dataset``) before damaging anything.
 """
@@ -55,3 +58,39 @@ def voc2007_dataset(tmp_path_factory) -> builders.BuiltDataset:
 @pytest.fixture(scope="session")
 def voc2007_root(voc2007_dataset) -> Path:
     return voc2007_dataset.root
+
+
+# ------------------------------------------------------------------ the shared finished search
+TASKS = {"full": 1.0, "p10": 0.1}
+METHODS = ("pu_mlc", "partial_bce")
+TRIALS = 2
+REPEATS = 2
+
+
+@pytest.fixture(scope="session")
+def methods_search(coco_format_root, tmp_path_factory):
+    """``(experiment_dir, completed_process)`` of the shipped demo space cut to two methods and
+    two tasks, on the tiny dataset."""
+    import yaml
+
+    from limits import HANG_GUARD_S
+    from ray_helpers import REPO, run_entry, tiny_overrides
+
+    root = tmp_path_factory.mktemp("methods")
+    raw = yaml.safe_load((REPO / "search_spaces" / "demo.yaml").read_text())
+    raw["methods"] = [m for m in raw["methods"] if m["name"] in METHODS]
+    raw["tasks"] = [{"name": name, "prob": prob} for name, prob in TASKS.items()]
+    space = root / "space.yaml"
+    space.write_text(yaml.safe_dump(raw, sort_keys=False))
+    storage = root / "experiments"
+    proc = run_entry(["search", "--space", str(space),
+                      *tiny_overrides(coco_format_root, storage, "methods",
+                                      **{"budget.trials_per_task": TRIALS,
+                                         "budget.repeats": REPEATS,
+                                         "budget.max_concurrent_trials": 2,
+                                         "resources.num_workers": 1,
+                                         "scheduler.type": "none",
+                                         "fixed.train_epochs": 1, "fixed.epochs": 1})],
+                     timeout=HANG_GUARD_S)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return storage / "methods", proc

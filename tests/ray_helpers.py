@@ -28,7 +28,7 @@ PYTHON = sys.executable
 
 
 def tiny_overrides(data: Path, storage: Path, name: str, **extra) -> list[str]:
-    """``--set`` flags that run search_spaces/demo.yaml on a tiny dataset in seconds per trial."""
+    """``--set`` flags that run tests/spaces/pu_only.yaml (or any space) on a tiny dataset in seconds per trial."""
     values = {"fixed.data": str(data), "storage_path": str(storage), "name": name,
               "fixed.scale_size": 40, "fixed.crop_size": 32, "fixed.batch_size": 4,
               "fixed.eval_batch_size": 16, **extra}

@@ -172,3 +172,68 @@ def test_a_library_value_error_is_reported_with_the_field_and_flag():
     with pytest.raises(ConfigError, match=r"^precision \(--precision\): 'fp16' needs CUDA"):
         with field_errors("precision"):
             resolve_precision("fp16", torch.device("cpu"))
+
+
+# --- baseline knobs and the label-mask seed -----------------------------------------------------
+def test_asl_parameters_and_the_mask_seed_default_to_the_published_values():
+    cfg = TrainConfig(data="/d")
+    assert (cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_clip) == (4.0, 1.0, 0.05)
+    assert cfg.mask_seed == 0 and cfg.seed == 0
+
+
+def test_asl_parameters_and_the_mask_seed_parse_from_their_flags():
+    cfg = TrainConfig.from_cli(["/d", "--loss=asl", "--asl-gamma-neg=2", "--asl-gamma-pos=0",
+                                "--asl-clip=0", "--mask-seed=3"])
+    assert (cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_clip, cfg.mask_seed) == (
+        2.0, 0.0, 0.0, 3)
+    assert type(cfg.asl_gamma_neg) is float and type(cfg.mask_seed) is int
+    assert "--mask-seed=3" in cfg.to_cli() and "--asl-clip=0.0" in cfg.to_cli()
+    assert TrainConfig.from_cli(shlex.split(cfg.to_cli())[2:]) == cfg
+
+
+@pytest.mark.parametrize("flag,fix", [("--asl-gamma-neg=-1", ">= 0"),
+                                      ("--asl-gamma-pos=-0.5", ">= 0"),
+                                      ("--asl-clip=-0.1", r"\[0, 1\)"),
+                                      ("--asl-clip=1", r"\[0, 1\)"),
+                                      ("--asl-clip=nan", "finite"),
+                                      ("--mask-seed=-1", ">= 0")])
+def test_invalid_asl_parameters_and_mask_seeds_are_refused_naming_the_flag(flag, fix):
+    name = flag[2:].split("=")[0].replace("-", "_")
+    with pytest.raises(ConfigError, match=fix) as err:
+        TrainConfig.from_cli(["/d", flag])
+    assert f"{name} ({flag.split('=')[0]})" in str(err.value)
+
+
+def test_asl_parameters_and_the_mask_seed_round_trip_through_yaml_and_a_sampler(tmp_path):
+    cfg = TrainConfig(data="/d", loss="asl", prob=0.1, asl_gamma_neg=3.5, asl_gamma_pos=0.0,
+                      asl_clip=0.0, mask_seed=2)
+    cfg.to_yaml(tmp_path / "c.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "c.yaml") == cfg
+    sampled = TrainConfig(data="/d").updated(
+        {"asl_gamma_neg": 2, "asl_clip": 0, "mask_seed": 1.0}, source="trial t1")
+    assert (sampled.asl_gamma_neg, sampled.asl_clip, sampled.mask_seed) == (2.0, 0.0, 1)
+    assert type(sampled.asl_gamma_neg) is float and type(sampled.mask_seed) is int
+    with pytest.raises(ConfigError, match="trial t1: field 'mask_seed'"):
+        TrainConfig(data="/d").updated({"mask_seed": 1.5}, source="trial t1")
+
+
+def test_a_yaml_written_before_the_new_fields_reads_with_the_published_values(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: /d\nloss: asl\nprob: 0.1\n")
+    cfg = TrainConfig.from_yaml(tmp_path / "c.yaml")
+    assert (cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_clip, cfg.mask_seed) == (
+        4.0, 1.0, 0.05, 0)
+
+
+def test_every_field_but_the_data_root_has_its_own_flag_and_a_help_text():
+    seen: dict[str, str] = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        assert meta["help"], f.name
+        if f.name == "data":
+            assert not meta["flags"]                    # positional DATA_ROOT
+            continue
+        assert meta["flags"] and all(flag.startswith("-") for flag in meta["flags"]), f.name
+        for flag in (*meta["flags"], *meta["more_flags"]):
+            assert flag not in seen, f"{flag} is the flag of {seen.get(flag)} and {f.name}"
+            seen[flag] = f.name
+    assert {"--asl-gamma-neg", "--asl-gamma-pos", "--asl-clip", "--mask-seed"} <= set(seen)

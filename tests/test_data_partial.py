@@ -104,3 +104,46 @@ def test_holdout_keeps_at_least_one_image_on_each_side(n, fraction):
 def test_holdout_refuses_a_fraction_outside_0_1_naming_the_flag():
     with pytest.raises(ConfigError, match="--val-fraction"):
         holdout_indices(10, 1.0)
+
+
+# --- the mask seed (--mask-seed) ------------------------------------------------------------------
+def test_mask_seed_0_is_the_published_rule_and_another_seed_keeps_about_as_many_entries():
+    labels, prob = full_labels(), 0.1
+    state = np.random.get_state()
+    try:
+        np.random.seed(0)
+        published = labels * (np.random.random(labels.shape) < prob)
+    finally:
+        np.random.set_state(state)
+    seed0 = partial_labels(labels, prob, seed=0)
+    seed1 = partial_labels(labels, prob, seed=1)
+    assert np.array_equal(seed0, published)
+    assert not np.array_equal(seed1, seed0)
+    kept0, kept1 = (seed0 != 0).mean(), (seed1 != 0).mean()
+    assert abs(kept1 - kept0) < 0.01 and abs(kept1 - prob) < 0.01
+    assert np.array_equal(seed1[seed1 != 0], labels[seed1 != 0])
+
+
+def test_the_run_data_uses_the_configs_mask_seed_and_keeps_the_same_holdout(
+        coco2014_root, coco2014_dataset, tmp_path):
+    """A training run's labels follow --mask-seed; the honest hold-out does not move with it."""
+    import torch
+
+    from pu_mlc.config import TrainConfig
+    from pu_mlc.engine.data_setup import prepare_run_data
+    from pu_mlc.engine.distributed import DistContext
+
+    ctx = DistContext(0, 1, 0, torch.device("cpu"))
+    cfg = TrainConfig(data=str(coco2014_root), dataset="COCO2014", prob=0.5, protocol="honest",
+                      val_fraction=0.25, batch_size=4, workers=0, device="cpu", head="linear",
+                      output_dir=str(tmp_path / "run"))
+    runs = {seed: prepare_run_data(cfg.replace(mask_seed=seed), ctx) for seed in (0, 1)}
+    full = coco2014_dataset.splits["train"].labels
+    keep, held = holdout_indices(len(full), 0.25, seed=0)
+    for seed, data in runs.items():
+        expected = partial_labels(full, 0.5, seed=seed)
+        assert np.array_equal(data.train.targets, expected[keep])
+        assert np.array_equal(data.val.targets, expected[held])
+    assert not np.array_equal(runs[0].train.targets, runs[1].train.targets)
+    assert runs[0].train.split.files == runs[1].train.split.files
+    assert runs[0].val.split.files == runs[1].val.split.files

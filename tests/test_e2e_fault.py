@@ -50,7 +50,7 @@ def _train_workers(root: int) -> list[int]:
 def test_a_killed_ddp_worker_costs_no_trial_and_changes_no_result(coco_format_root, tmp_path):
     storage = tmp_path / "experiments"
     exp = storage / "fault"
-    args = ["search", "--space", "search_spaces/demo.yaml", "--no-export",
+    args = ["search", "--space", "tests/spaces/pu_only.yaml", "--no-export",
             *tiny_overrides(coco_format_root, storage, "fault",
                             **{"tasks": f"[{{name: {TASK}, prob: 0.1}}]",
                                "scheduler.type": "none", "budget.trials_per_task": 2,

@@ -31,7 +31,7 @@ TRIALS = 3
 @pytest.fixture(scope="module")
 def demo_search(coco_format_root, tmp_path_factory):
     storage = tmp_path_factory.mktemp("experiments")
-    proc = run_entry(["search", "--space", "search_spaces/demo.yaml",
+    proc = run_entry(["search", "--space", "tests/spaces/pu_only.yaml",
                       *tiny_overrides(coco_format_root, storage, "e2e",
                                       storage_path=f"file://{storage}")],
                      timeout=HANG_GUARD_S)
@@ -78,25 +78,40 @@ def test_tensorboard_holds_one_run_per_trial_with_epoch_scalars_and_hparams(demo
     assert len(runs) == TRIALS * len(TASKS)
 
 
-def test_the_optuna_study_in_sqlite_has_every_trial(demo_search):
+def test_the_optuna_study_in_sqlite_has_every_trial_with_its_honest_state(demo_search):
+    """Trials the scheduler stopped are PRUNED (not COMPLETE); every trial carries its Ray
+    trial id, the epochs it ran and its selected test mAP."""
     exp, _ = demo_search
+    records = {t.trial_id: t for t in collect_trials(exp)}
     for task in TASKS:
         study = optuna.load_study(study_name=f"e2e.{task}",
                                   storage=f"sqlite:///{exp / 'optuna.sqlite3'}")
         assert len(study.trials) == TRIALS
-        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
         assert study.trials[0].params == {"alpha": 1.0, "gamma": 0.55, "ema": 0.9997}
         assert len({tuple(sorted(t.params.items())) for t in study.trials}) == TRIALS
+        for trial in study.trials:
+            record = records[trial.user_attrs["ray_trial_id"]]
+            assert record.task == task and trial.user_attrs["epochs"] == record.epochs
+            assert trial.user_attrs["selected_test_mAP"] == pytest.approx(
+                record.selected_test_map)
+            expected = {"finished": optuna.trial.TrialState.COMPLETE,
+                        "stopped_by_scheduler": optuna.trial.TrialState.PRUNED}[record.status]
+            assert trial.state == expected, (trial.number, trial.state, record.status)
 
 
-def test_the_search_prints_where_results_are_and_the_best_map_per_task(demo_search):
+def test_the_search_prints_where_results_are_and_the_test_map_per_task(demo_search):
     exp, proc = demo_search
     out = proc.stdout
     assert f"tensorboard --logdir {exp / 'tensorboard'}" in out
     assert "optuna-dashboard sqlite:///" in out and str(exp / "exports") in out
+    summary = json.loads((exp / "summary.json").read_text())
+    lines = out.splitlines()
     for task in TASKS:
-        assert any(line.strip().startswith(task) and "best mAP" in line
-                   for line in out.splitlines()), out
+        result = summary["tasks"][task]["methods"]["pu_mlc"]
+        header = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{task} ("))
+        assert "val mAP on" in lines[header]            # the selection score named for what it is
+        assert lines[header + 1].split()[:4] == ["pu_mlc", "test", "mAP",
+                                                 f"{result['selected_test_mAP']:.2f}"]
 
 
 def test_the_trial_time_split_adds_up_and_is_printed(demo_search):
@@ -190,7 +205,7 @@ def test_each_epoch_checkpoint_is_stored_once(demo_search):
 
 def test_a_storage_path_on_an_object_store_is_refused_before_ray_starts(coco_format_root,
                                                                          tmp_path):
-    proc = run_entry(["search", "--space", "search_spaces/demo.yaml",
+    proc = run_entry(["search", "--space", "tests/spaces/pu_only.yaml",
                       *tiny_overrides(coco_format_root, tmp_path, "s3",
                                       storage_path="s3://bucket/experiments")],
                      timeout=HANG_GUARD_S)

@@ -59,7 +59,7 @@ def kind_of(pid: int, driver: int, ip: str) -> str:
 def test_a_local_search_serves_the_dashboard_on_loopback_and_only_documented_listeners(
         coco_format_root, tmp_path):
     storage = tmp_path / "experiments"
-    args = ["search", "--space", "search_spaces/demo.yaml", "--no-export",
+    args = ["search", "--space", "tests/spaces/pu_only.yaml", "--no-export",
             *tiny_overrides(coco_format_root, storage, "sockets",
                             **{"tasks": "[{name: mlc_pl10, prob: 0.1}]",
                                "budget.trials_per_task": 1, "scheduler.type": "none",
@@ -121,7 +121,7 @@ def test_a_search_refuses_a_trial_larger_than_the_machine_before_any_trial(coco_
     the request)."""
     storage = tmp_path / "experiments"
     proc = subprocess.run(
-        [PYTHON, str(REPO / "train_entry.py"), "search", "--space", "search_spaces/demo.yaml",
+        [PYTHON, str(REPO / "train_entry.py"), "search", "--space", "tests/spaces/pu_only.yaml",
          *tiny_overrides(coco_format_root, storage, "huge",
                          **{"resources.cpus_per_worker": 99})],
         cwd=REPO, env=search_env(), capture_output=True, text=True, timeout=HANG_GUARD_S)

@@ -171,3 +171,26 @@ def test_build_loss_refuses_an_unknown_name_and_lists_the_known_ones():
     assert "focal" in message
     for name in LOSS_NAMES:
         assert name in message
+
+
+def test_build_loss_passes_the_asl_parameters_to_the_asymmetric_loss():
+    z, targets = batch(seed=7)
+    loss = build_loss("asl", asl_gamma_neg=2.0, asl_gamma_pos=0.0, asl_clip=0.1)
+    assert isinstance(loss, AsymmetricLoss)
+    close(loss(z, targets), AsymmetricLoss(gamma_neg=2.0, gamma_pos=0.0, clip=0.1)(z, targets),
+          0.0)
+    # the defaults are AsymmetricLoss's own, and other parameters give another value
+    close(build_loss("asl")(z, targets), AsymmetricLoss()(z, targets), 0.0)
+    assert not torch.allclose(loss(z, targets), build_loss("asl")(z, targets))
+
+
+def test_the_asl_defaults_of_build_loss_and_the_config_are_those_of_asymmetric_loss():
+    import inspect
+
+    from pu_mlc.config import TrainConfig
+
+    asl = inspect.signature(AsymmetricLoss.__init__).parameters
+    factory = inspect.signature(build_loss).parameters
+    cfg = TrainConfig(data="/d")
+    for key in ("gamma_neg", "gamma_pos", "clip"):
+        assert factory[f"asl_{key}"].default == asl[key].default == getattr(cfg, f"asl_{key}")

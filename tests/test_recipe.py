@@ -62,3 +62,25 @@ def test_the_benchmark_ours_path_runs_that_same_step_built_from_the_published_co
     reference.step(x, targets)
     assert len(calls) == 1            # the published formulation is the benchmark's reference,
     assert reference.recipe is None   # kept apart from the engine on purpose
+
+
+def test_the_recipe_builds_the_configured_loss_with_the_configs_asl_parameters():
+    from pu_mlc.engine.distributed import DistContext
+    from pu_mlc.engine.precision import resolve_precision
+    from pu_mlc.losses import AsymmetricLoss
+
+    class Tiny(torch.nn.Linear):
+        def trainable_parameters(self):
+            return list(self.parameters())
+
+    device = torch.device("cpu")
+    cfg = TrainConfig(data="/d", loss="asl", prob=0.5, asl_gamma_neg=2.0, asl_gamma_pos=0.0,
+                      asl_clip=0.1, device="cpu")
+    recipe = Recipe.build(cfg, Tiny(3, 4), 5, DistContext(0, 1, 0, device),
+                          resolve_precision("fp32", device))
+    g = torch.Generator().manual_seed(0)
+    z, targets = torch.randn(6, 4, generator=g), torch.randint(-1, 2, (6, 4), generator=g)
+    expected = AsymmetricLoss(gamma_neg=2.0, gamma_pos=0.0, clip=0.1)(z, targets)
+    assert isinstance(recipe.criterion, AsymmetricLoss)
+    torch.testing.assert_close(recipe.criterion(z, targets), expected, rtol=0, atol=0)
+    assert not torch.allclose(AsymmetricLoss()(z, targets), expected)

@@ -1,6 +1,7 @@
 """Search space files are validated before Ray starts, with errors naming the key."""
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -112,18 +113,21 @@ def test_overrides_from_the_command_line_are_parsed_as_yaml(tmp_path):
 @pytest.mark.parametrize("name", ["demo.yaml", "coco2014_pl.yaml", "voc2007_pl.yaml"])
 def test_shipped_spaces_validate(name):
     spec = load_search_spec(REPO / "search_spaces" / name)
-    assert len(spec.tasks) >= 2 and spec.trials_per_task >= 3
+    assert len(spec.tasks) >= 2 and spec.trials_per_task >= 2
+    assert len({s.method for s in spec.studies}) >= 3          # PU-MLC and >= 2 baselines
 
 
 def test_paper_spaces_cover_the_published_label_proportions_with_published_first_trials():
     coco = load_search_spec(REPO / "search_spaces" / "coco2014_pl.yaml")
     assert sorted(t.base.prob for t in coco.tasks) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
                                                         0.9, 1.0]
-    assert coco.tasks[0].first_trial == {"alpha": 1.0, "gamma": 0.55, "ema": 0.9997}
+    assert coco.study("p10.pu_mlc").first_trial == {"alpha": 1.0, "gamma": 0.55, "ema": 0.9997,
+                                                    "lr": 1e-4}
     assert coco.tasks[0].base.batch_size == 35 and coco.tasks[0].base.train_epochs == 41
     voc = load_search_spec(REPO / "search_spaces" / "voc2007_pl.yaml")
-    assert voc.tasks[0].first_trial == {"alpha": 2.0, "gamma": 0.85, "ema": 0.991}
-    assert voc.tasks[0].base.batch_size == 45 and voc.tasks[0].base.lr == 4e-5
+    assert voc.study("p10.pu_mlc").first_trial == {"alpha": 2.0, "gamma": 0.85, "ema": 0.991,
+                                                   "lr": 4e-5}
+    assert voc.tasks[0].base.batch_size == 45
 
 
 def test_missing_data_root_is_reported_before_ray_starts(tmp_path):
@@ -208,3 +212,107 @@ def test_a_trial_larger_than_this_machine_is_refused_before_ray_without_ray_addr
     with pytest.raises(ConfigError, match="2 GPUs per trial, but this machine has 1"):
         check_local_resources(gpu, env={}, cpu_count=16, gpu_count=1)
     check_local_resources(gpu, env={}, cpu_count=16, gpu_count=2)
+
+
+# ------------------------------------------------------------------------------ methods axis
+METHODS = [
+    {"name": "pu", "fixed": {"loss": "pu"}, "first_trial": {"alpha": 2.0},
+     "search": {"alpha": {"type": "loguniform", "low": 0.5, "high": 4.0},
+                "gamma": {"type": "uniform", "low": 0.0, "high": 1.0}}},
+    {"name": "pbce", "fixed": {"loss": "partial_bce"},
+     "first_trial": {"lr": 2e-4},
+     "search": {"lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3},
+                "weight_decay": {"type": "loguniform", "low": 1e-6, "high": 1e-2}}},
+]
+
+
+def methods_space(**changes):
+    raw = spec_with(**changes)
+    raw["search"] = {"ema": {"type": "choice", "values": [0.99, 0.9997]}}
+    raw["first_trial"] = {"ema": 0.9997}
+    raw["methods"] = copy.deepcopy(METHODS)
+    return raw
+
+
+def test_methods_make_one_study_per_task_and_method_with_only_their_own_fields():
+    spec = parse_search_spec(methods_space(), base_dir=Path("/tmp"))
+    assert [s.name for s in spec.studies] == ["full.pu", "full.pbce", "p10.pu", "p10.pbce"]
+    pu, pbce = spec.study("p10.pu"), spec.study("p10.pbce")
+    assert set(pu.search) == {"ema", "alpha", "gamma"}           # shared + its own
+    assert set(pbce.search) == {"ema", "lr", "weight_decay"}
+    assert (pu.base.loss, pbce.base.loss) == ("pu", "partial_bce")
+    assert pu.base.prob == pbce.base.prob == 0.1 and pu.task == "p10" and pu.method == "pu"
+    # first trial: fixed values where searched < shared first_trial < method first_trial
+    assert pu.first_trial == {"ema": 0.9997, "alpha": 2.0, "gamma": 0.55}
+    assert pbce.first_trial == {"ema": 0.9997, "lr": 2e-4, "weight_decay": 1e-4}
+    # every study samples with its own seed, stable when tasks are reordered
+    assert len({s.sampler_seed for s in spec.studies}) == 4
+    raw = methods_space()
+    raw["tasks"] = raw["tasks"][::-1]
+    again = parse_search_spec(raw, base_dir=Path("/tmp"))
+    assert {s.name: s.sampler_seed for s in again.studies} == \
+        {s.name: s.sampler_seed for s in spec.studies}
+
+
+def test_a_space_without_methods_has_one_study_per_task_named_after_it():
+    spec = parse_search_spec(BASE, base_dir=Path("/tmp"))
+    assert [(s.name, s.task, s.method) for s in spec.studies] == [
+        ("full", "full", "pu_mlc"), ("p10", "p10", "pu_mlc")]
+    assert spec.studies[0].first_trial == spec.tasks[0].first_trial
+    assert spec.max_concurrent_trials is None and spec.repeats == 0
+    assert spec.concurrent_studies is None and spec.warm_start == "none"
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda r: r["methods"][1].update(name="pu"), re.escape("methods[1].name = 'pu' is used twice")),
+    (lambda r: r["methods"][0].update(name="p u"), "may only use letters"),
+    (lambda r: r["methods"][0].update(loss="pu"), re.escape("unknown key(s) ['loss']")),
+    (lambda r: r["methods"][1]["fixed"].update(lr=1e-4),
+     "study 'full.pbce'.*\\['lr'\\] are both fixed and searched"),
+    (lambda r: r["methods"][0]["first_trial"].update(alpha=9.0),
+     "study 'full.pu'.*first_trial alpha = 9.0 lies outside"),
+    (lambda r: r["first_trial"].update(mixup_alpha=1.0), "first_trial sets \\['mixup_alpha'\\]"),
+    (lambda r: r["tasks"][0].update(first_trial={"head_dim": 8}),
+     "task 'full': first_trial sets \\['head_dim'\\], which no method searches"),
+    (lambda r: r["methods"][0]["search"].update(alpha={"type": "uniform", "low": -1, "high": 3}),
+     "search.alpha allows -1.0, which is invalid for study 'full.pu'"),
+    (lambda r: r.update(methods=[]), "methods must be a non-empty list"),
+    (lambda r: r["budget"].update(repeats=-1), "budget.repeats = -1 must be >= 0"),
+    (lambda r: r["budget"].update(concurrent_studies=0), "budget.concurrent_studies = 0"),
+    (lambda r: r["budget"].update(max_concurrent_trials=0), "budget.max_concurrent_trials = 0"),
+    (lambda r: r.update(warm_start="nearest"), "warm_start = 'nearest'"),
+])
+def test_bad_methods_and_budgets_are_refused_naming_the_key(mutate, message):
+    raw = methods_space()
+    mutate(raw)
+    with pytest.raises(ConfigError, match=message):
+        parse_search_spec(raw, base_dir=Path("/tmp"))
+
+
+def test_set_paths_reach_into_methods_and_are_checked(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(methods_space()))
+    spec = load_search_spec(path, {"methods.1.search.lr.high": 1e-2,
+                                   "methods.0.fixed.mixup_alpha": 2.0}, base_dir=tmp_path)
+    assert spec.study("p10.pbce").search["lr"].high == 1e-2
+    assert spec.study("full.pu").base.mixup_alpha == 2.0
+    with pytest.raises(ConfigError, match="unknown key 'serch' under methods.0"):
+        load_search_spec(path, {"methods.0.serch": {}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="index 5 is out of range"):
+        load_search_spec(path, {"methods.5.name": "x"}, base_dir=tmp_path)
+
+
+def test_the_shipped_paper_spaces_compare_four_methods_with_the_same_budget():
+    for name in ("coco2014_pl", "voc2007_pl"):
+        spec = load_search_spec(REPO / "search_spaces" / f"{name}.yaml")
+        methods = {s.method for s in spec.studies}
+        assert methods == {"pu_mlc", "partial_bce", "assume_negative_bce", "asl"}
+        assert len(spec.studies) == 10 * 4 and spec.repeats >= 2
+        pu = next(s for s in spec.studies if s.method == "pu_mlc")
+        assert {"alpha", "gamma", "ema", "lr"} <= set(pu.search)
+        for s in spec.studies:
+            if s.method != "pu_mlc":
+                assert {"lr", "weight_decay", "ema"} <= set(s.search)
+                assert not {"alpha", "gamma"} & set(s.search)
+        asl = next(s for s in spec.studies if s.method == "asl")
+        assert {"asl_gamma_neg", "asl_gamma_pos", "asl_clip"} <= set(asl.search)

@@ -26,7 +26,8 @@ def search_parser(prog: str = "pu-mlc search") -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the space, e.g. --set budget.trials_per_task=8 "
                         "--set fixed.data=/data/coco --set storage_path=/shared/exp")
-    p.add_argument("--no-export", action="store_true", help="skip the export at the end")
+    p.add_argument("--no-export", action="store_true",
+                   help="skip the export and the report at the end")
     p.add_argument("--verbose", action="store_true")
     return p
 
@@ -55,12 +56,30 @@ def _search_and_report(spec, resume: bool, export: bool = True) -> int:
     spec = resolve_storage(spec)                  # a refused storage URI fails before Ray starts
     t0 = time.time()
     where = init_ray(spec)
-    log.info("search %s on %s: %d task(s) x %d trial(s), %d DDP worker(s) per trial",
-             spec.name, where, len(spec.tasks), spec.trials_per_task,
+    methods = sorted({s.method for s in spec.studies})
+    log.info("search %s on %s: %d task(s) x %d method(s) (%s) = %d studies x %d trial(s)%s, "
+             "%d DDP worker(s) per trial", spec.name, where, len(spec.tasks), len(methods),
+             ", ".join(methods), len(spec.studies), spec.trials_per_task,
+             f" + {spec.repeats} repeat(s)" if spec.repeats else "",
              spec.resources.num_workers)
     summary = run_search(spec, resume=resume)
     exported = export_experiment(spec.experiment_dir) if export else None
+    report = None
+    if export:
+        from .report import write_report
+
+        report = write_report(spec.experiment_dir)
     _print_summary(spec, summary, exported, time.time() - t0)
+    if report is not None:
+        print(f"  report:       {report['report_md']}  (table, published rows, "
+              f"{len(report['figures'])} figures, results.json)", flush=True)
+    counts = summary["trials"]
+    if counts["trials"] and not counts["finished"] + counts["stopped_by_scheduler"]:
+        print(f"error: no trial of '{spec.name}' trained to the end of an epoch "
+              f"({counts['failed']} failed, {counts['diverged']} diverged); each trial's "
+              f"metrics.json under {spec.experiment_dir / 'trials'} gives its reason",
+              file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
@@ -88,23 +107,54 @@ def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
             lines.append(f"  trial time:   {t['trial_seconds']:.0f} s in {t['trials']} trials, "
                          f"{100 * (1 - t['fraction_outside_training_steps']):.0f}% in training "
                          f"steps, {100 * t['fraction_evaluation']:.0f}% evaluating")
-    lines.append("  best per task (selection score; test mAP of the selected epoch):")
-    for name, outcome in summary["tasks"].items():
-        best = outcome.get("best")
-        if best is None:
-            lines.append(f"    {name:<16} prob={outcome['prob']:<5} no trial finished an epoch"
-                         f" ({outcome.get('errored', 0)} errored)")
-            continue
-        test = best.get("selected_test_mAP")
-        lines.append(f"    {name:<16} prob={outcome['prob']:<5} best mAP {best['best_score']:.2f}"
-                     + (f"  test mAP {test:.2f}" if test is not None else "")
-                     + f"  (trial {best['trial_id']}, {outcome['trials']} trials)")
+    if summary.get("slot_utilisation") is not None:
+        lines.append(f"  trial slots:  {summary['slots']}, busy "
+                     f"{100 * summary['slot_utilisation']:.0f}% of the search's wall time")
+    lines += results_lines(spec, summary)
     print("\n".join(lines), flush=True)
+
+
+def selection_label(spec, prob: float) -> str:
+    """What the selection score is, in words (it is not the test mAP)."""
+    protocols = {s.base.protocol for s in spec.studies}
+    if protocols == {"paper"}:
+        return "test mAP (paper protocol: epochs selected on the test set)"
+    return f"val mAP on {100 * prob:g}%-known labels"
+
+
+def _pm(mean, sd) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
+
+
+def results_lines(spec, summary: dict) -> list[str]:
+    """Per task: each method's test mAP of its selected config (mean ± sd over the repeats),
+    then the paired differences against the reference method."""
+    repeats = summary.get("repeats") or 0
+    what = (f"test mAP of the selected config, mean ± sd over {repeats} repeat(s) (new seeds "
+            f"and label masks)" if repeats else "test mAP of the selected trial")
+    lines = [f"  per task: {what}; in brackets the selection score"]
+    for task, entry in summary["tasks"].items():
+        lines.append(f"    {task} (prob={entry['prob']:g}; selection: "
+                     f"{selection_label(spec, entry['prob'])})")
+        for method, r in entry["methods"].items():
+            n = f" (n={r['n']})" if repeats else ""
+            score = r.get("selection_score")
+            lines.append(f"      {method:<22} test mAP {_pm(r['test_mAP_mean'], r['test_mAP_sd'])}"
+                         f"{n}" + (f"  [selection {score:.2f}]" if score is not None else "")
+                         + f"  trial {r['selected_trial']}")
+        for other, d in entry["paired_differences"].items():
+            lines.append(f"      {d['reference']} - {other:<14} {_pm(d['mean'], d['sd'])}"
+                         f" (paired, n={d['n']})")
+        if entry.get("unfinished"):
+            lines.append(f"      unfinished: {', '.join(entry['unfinished'])}")
+    return lines
 
 
 def run_export_command(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="pu-mlc export", allow_abbrev=False,
-                                description="Export the best config of every task.")
+                                description="Export the best config of every study.")
     p.add_argument("experiment_dir")
     p.add_argument("--out", default=None, help="default: EXPERIMENT_DIR/exports")
     ns = p.parse_args(list(argv))
@@ -112,11 +162,45 @@ def run_export_command(argv: Sequence[str]) -> int:
     from .export import export_experiment
 
     result = export_experiment(ns.experiment_dir, ns.out)
-    print(f"exported {len(result['tasks'])} task(s) from {result['trials']} trial(s) to "
+    if result["unfinished"]:
+        print(f"partial experiment: {len(result['unfinished'])} stud(y/ies) unfinished "
+              f"({', '.join(result['unfinished'])}); their best trial so far is exported")
+    print(f"exported {len(result['tasks'])} stud(y/ies) from {result['trials']} trial(s) to "
           f"{result['exports']}")
     for task, best in result["tasks"].items():
         print(f"  {task}: score {best['selection_score']:.2f} -> {best['config']}")
         print(f"    {best['command']}")
+    return 0
+
+
+def run_report_command(argv: Sequence[str]) -> int:
+    """Write an experiment's report: report.md, results.json and figures/ (PNG)."""
+    p = argparse.ArgumentParser(prog="pu-mlc report", allow_abbrev=False,
+                                description="Write the report of a search (finished or not): "
+                                            "report.md (the results table, paired "
+                                            "differences, published rows, selected configs "
+                                            "and their commands, CPU/GPU hours), results.json "
+                                            "and figures/*.png. Ray need not be running.")
+    p.add_argument("experiment_dir", help="the experiment folder (storage_path/name)")
+    p.add_argument("--out", default=None, help="default: EXPERIMENT_DIR/report")
+    ns = p.parse_args(list(argv))
+    setup_logging()
+    import importlib.util
+
+    from pu_mlc.errors import ConfigError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("'report' draws its figures with matplotlib, which is not installed; "
+                          "install it with pip install 'pu-mlc[search]'")
+    from .report import write_report
+
+    written = write_report(ns.experiment_dir, ns.out)
+    results = written["results"]
+    if results["partial"]:
+        print(f"partial experiment: {len(results['unfinished'])} unfinished stud(y/ies): "
+              + ", ".join(f"{k} ({v})" for k, v in results["unfinished"].items()))
+    print(f"report written to {written['report_md']} ({len(written['figures'])} figure(s), "
+          f"results.json alongside)")
     return 0
 
 
@@ -143,6 +227,7 @@ def run_demo_command(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str]) -> int:
     commands = {"search": run_search_command, "export": run_export_command,
+                "report": run_report_command,
                 "demo": run_demo_command}
     return guarded(commands[argv[0]], argv[1:])
 

@@ -19,7 +19,13 @@ The local instance
   trainables that only wait on their DDP workers). A search asking for more than that is refused
   by :func:`check_cluster_fits` before any trial starts, instead of sizing the cluster from the
   request (a trial that cannot fit would otherwise wait forever: its placement group never
-  schedules).
+  schedules);
+- holds ``pu_mlc_trial_slot`` custom resources, one per trial that fits at once (or
+  ``budget.max_concurrent_trials`` when smaller). Every trial's driver holds one, so the trials of
+  all studies (each study drives its own Tuner) queue for the same slots in Ray's scheduler and
+  never wait inside Ray Train for workers. On a cluster you start yourself, give the head node
+  the same resource (``ray start --head --resources='{"pu_mlc_trial_slot": N}'``) for the same
+  guarantee; without it each study runs up to N trials and surplus trials wait for workers.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from .space import SearchSpec
 
 log = logging.getLogger(__name__)
 
+#: The custom Ray resource a trial's driver holds while it runs (see the module docstring).
+TRIAL_SLOT = "pu_mlc_trial_slot"
 #: Logical CPUs the local cluster adds to the machine's cores for the trial drivers.
 DRIVER_CPU_ALLOWANCE = 1
 #: Unix socket paths (inside the session folder) must stay under ~107 bytes.
@@ -59,6 +67,29 @@ def local_cpus() -> int:
     return max(cores, 1) + DRIVER_CPU_ALLOWANCE
 
 
+def local_trial_slots(spec: SearchSpec) -> int:
+    """Trials the private local cluster runs at once (>= 1; a trial that cannot fit at all is
+    refused by :func:`check_cluster_fits`)."""
+    gpus = 0
+    if spec.resources.use_gpu:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return max(trial_slots(spec, {"CPU": local_cpus(), "GPU": gpus}), 1)
+
+
+def trial_slots(spec: SearchSpec, available: Mapping[str, float]) -> int:
+    """How many trials fit on ``available`` resources at once, capped by
+    ``budget.max_concurrent_trials``."""
+    r = spec.resources
+    fit = int((float(available.get("CPU", 0)) + 1e-9) // r.cpus_per_trial)
+    if r.gpus_per_trial:
+        fit = min(fit, int((float(available.get("GPU", 0)) + 1e-9) // r.gpus_per_trial))
+    if spec.max_concurrent_trials:
+        fit = min(fit, spec.max_concurrent_trials)
+    return fit
+
+
 def init_ray(spec: SearchSpec) -> str:
     """Connect to the cluster in RAY_ADDRESS, or start a private local one; return a
     description."""
@@ -74,10 +105,13 @@ def init_ray(spec: SearchSpec) -> str:
     temp_dir = _private_temp_dir()
     _ensure_private_token()
     _loopback_only()
+    slots = local_trial_slots(spec)
     ray.init(address="local", num_cpus=cpus, include_dashboard=True, log_to_driver=True,
-             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", _temp_dir=temp_dir)
+             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
+             resources={TRIAL_SLOT: slots})
     atexit.register(_shutdown_and_clean, temp_dir)
-    return f"a private local Ray ({cpus} logical CPUs, session files in {temp_dir})"
+    return (f"a private local Ray ({cpus} logical CPUs, {slots} trial slot(s), session files "
+            f"in {temp_dir})")
 
 
 def _loopback_only() -> None:
@@ -130,7 +164,10 @@ def _shutdown_and_clean(temp_dir: str) -> None:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def check_cluster_fits(spec: SearchSpec, available: Mapping[str, float]) -> None:
+def check_cluster_fits(spec: SearchSpec, available: Mapping[str, float]) -> int:
+    """Refuse a trial the cluster cannot hold; return the trial slots: the cluster's
+    ``pu_mlc_trial_slot`` resources, else how many trials its CPUs/GPUs fit at once (capped by
+    ``budget.max_concurrent_trials``)."""
     r = spec.resources
     cpus, gpus = float(available.get("CPU", 0)), float(available.get("GPU", 0))
     if r.cpus_per_trial > cpus + 1e-9:
@@ -144,8 +181,10 @@ def check_cluster_fits(spec: SearchSpec, available: Mapping[str, float]) -> None
             f"{spec.source}: one trial needs {r.gpus_per_trial:g} GPUs (num_workers "
             f"{r.num_workers} x gpus_per_worker {r.gpus_per_worker:g}) but the Ray cluster "
             f"has {gpus:g}; set resources.use_gpu: false for CPU, or lower num_workers")
-    fit_cpu = int(cpus // r.cpus_per_trial)
-    fit_gpu = int(gpus // r.gpus_per_trial) if r.gpus_per_trial else fit_cpu
-    if min(fit_cpu, fit_gpu) < spec.max_concurrent_trials:
+    fit = trial_slots(spec, available)
+    if spec.max_concurrent_trials and fit < spec.max_concurrent_trials:
         log.warning("the cluster fits %d concurrent trial(s), budget.max_concurrent_trials is %d",
-                    min(fit_cpu, fit_gpu), spec.max_concurrent_trials)
+                    fit, spec.max_concurrent_trials)
+    if available.get(TRIAL_SLOT):
+        return int(available[TRIAL_SLOT])
+    return max(fit, 1)

@@ -1,5 +1,6 @@
-"""Export an experiment: per task, the best trial's full config and the command that reproduces
-it, plus one CSV of every trial.
+"""Export an experiment: per study (task x method), the best trial's full config and the command
+that reproduces it, plus one CSV of every trial (search and repeat trials, with their method,
+known-label proportion, training seed and label-mask seed).
 
 The exported YAML is the trial's own ``config.yaml`` (every field, not only the searched ones),
 with only the run location changed (``output_dir``, ``tensorboard_dir``) so re-running it does not
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrialRecord:
-    task: str
+    task: str                    # the study: the task's name, or "<task>.<method>"
     trial_id: str
     status: str                  # finished | stopped_by_scheduler | errored | diverged | incomplete
     epochs: int
@@ -40,22 +41,62 @@ class TrialRecord:
     output_dir: Path
     train_seconds: float = 0.0           # inside training steps (all epochs)
     eval_seconds: float = 0.0            # scoring val/test (all epochs)
+    stage: str = "search"                # search | repeats
+    repeat: Optional[int] = None
+
+    @property
+    def study(self) -> str:
+        return self.task
+
+    @property
+    def task_name(self) -> str:
+        return self.task.partition(".")[0]
+
+    @property
+    def method(self) -> str:
+        _, dot, method = self.task.partition(".")
+        if dot:
+            return method
+        loss = self.config.loss if self.config is not None else "pu"
+        return "pu_mlc" if loss == "pu" else loss
+
+    @property
+    def prob(self) -> Optional[float]:
+        return self.config.prob if self.config is not None else None
+
+    @property
+    def seed(self) -> Optional[int]:
+        return self.config.seed if self.config is not None else None
+
+    @property
+    def mask_seed(self) -> Optional[int]:
+        return getattr(self.config, "mask_seed", None) if self.config is not None else None
 
 
 def collect_trials(experiment_dir: Path) -> list[TrialRecord]:
-    """Every trial of every task, from Tune's experiment state and the trials' own files."""
+    """Every trial of every study (search, then repeats), from Tune's experiment state and the
+    trials' own files."""
+    records = []
+    for stage, root in (("search", experiment_dir / "tune"),
+                        ("repeats", experiment_dir / "tune_repeats")):
+        if root.is_dir():
+            records += _collect_stage(experiment_dir, root, stage)
+    return records
+
+
+def _collect_stage(experiment_dir: Path, tune_root: Path, stage: str) -> list[TrialRecord]:
     from ray.tune import ExperimentAnalysis
 
-    spec = yaml.safe_load((experiment_dir / "search_space.yaml").read_text())
-    searched = sorted((spec.get("search") or {}).keys())
+    # The trials' metrics come from their own metrics.json; Tune's per-trial result files are
+    # not written (its loggers are off), which ExperimentAnalysis reports as a warning per trial.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     records = []
-    tune_root = experiment_dir / "tune"
     for task_dir in sorted(p for p in tune_root.iterdir() if p.is_dir()):
         task = task_dir.name
         try:
             analysis = ExperimentAnalysis(str(task_dir))
-        except Exception as err:  # no state yet (a task that never started)
-            log.warning("task %s: no Tune state readable in %s (%s)", task, task_dir, err)
+        except Exception as err:  # no state yet (a study that never started)
+            log.warning("study %s: no Tune state readable in %s (%s)", task, task_dir, err)
             continue
         for trial in analysis.trials:
             out = experiment_dir / "trials" / task / trial.trial_id
@@ -81,15 +122,17 @@ def collect_trials(experiment_dir: Path) -> list[TrialRecord]:
                 task=task, trial_id=trial.trial_id, status=status, epochs=epochs,
                 best_score=result.get("selection_score"),
                 selected_test_map=result.get("test_mAP"),
-                params={k: trial.config.get(k) for k in searched},
+                params={k: v for k, v in trial.config.items() if k != "repeat"},
                 config=cfg, wall_seconds=(trial.last_result or {}).get("time_total_s"),
                 output_dir=out, train_seconds=sum(h.get("train_seconds", 0.0) for h in history),
-                eval_seconds=sum(h.get("eval_seconds", 0.0) for h in history)))
+                eval_seconds=sum(h.get("eval_seconds", 0.0) for h in history),
+                stage=stage, repeat=trial.config.get("repeat")))
     return records
 
 
 def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] = None) -> dict:
-    """Write ``exports/<task>/best_config.yaml``, ``command.sh`` and ``all_trials.csv``."""
+    """Write ``exports/<study>/best_config.yaml``, ``command.sh`` (the search's selected trial
+    per study), ``all_trials.csv`` and ``best.json``."""
     experiment_dir = Path(experiment_dir).resolve()
     if not (experiment_dir / "search_space.yaml").exists():
         raise ConfigError(f"{experiment_dir} is not a pu-mlc experiment (no search_space.yaml); "
@@ -110,7 +153,8 @@ def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] 
     best_per_task: dict[str, dict] = {}
     for task in sorted({r.task for r in records}):
         candidates = [r for r in records if r.task == task and r.best_score is not None
-                      and r.config is not None and r.status != "diverged"]
+                      and r.config is not None and r.status != "diverged"
+                      and r.stage == "search"]
         if not candidates:
             log.warning("task %s: no trial reported a score; nothing to export", task)
             continue
@@ -121,8 +165,10 @@ def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] 
         cfg.to_yaml(task_out / "best_config.yaml")
         command = reproduce_command(cfg, workers)
         (task_out / "command.sh").write_text("#!/usr/bin/env bash\n# Reproduces trial "
-                                             f"{best.trial_id} of task {task}.\n{command}\n")
+                                             f"{best.trial_id} of study {task}.\n{command}\n")
         best_per_task[task] = {
+            "task": best.task_name, "method": best.method, "prob": best.prob,
+            "mask_seed": best.mask_seed, "seed": best.seed,
             "trial_id": best.trial_id, "status": best.status, "epochs": best.epochs,
             "selection_score": best.best_score, "test_mAP": best.selected_test_map,
             "params": best.params, "config": str(task_out / "best_config.yaml"),
@@ -130,8 +176,27 @@ def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] 
     (out / "best.json").write_text(json.dumps(best_per_task, indent=2))
     timing = timing_summary(records)
     (out / "timing.json").write_text(json.dumps(timing, indent=2))
+    unfinished = unfinished_studies(experiment_dir, spec)
+    if unfinished:
+        log.warning("partial experiment: %d of %d studies have not finished their search (%s); "
+                    "their best so far is exported", len(unfinished),
+                    len(study_names(spec)), ", ".join(unfinished))
     return {"exports": str(out), "tasks": best_per_task, "trials": len(records),
-            "timing": timing}
+            "timing": timing, "unfinished": unfinished}
+
+
+def study_names(raw_space: dict) -> list[str]:
+    """The studies a saved ``search_space.yaml`` defines: ``<task>`` without methods, else
+    ``<task>.<method>`` for every pair (the order of :func:`tune.space.parse_search_spec`)."""
+    tasks = [t["name"] for t in raw_space.get("tasks") or [] if isinstance(t, dict)]
+    methods = [m["name"] for m in raw_space.get("methods") or [] if isinstance(m, dict)]
+    return [f"{t}.{m}" for t in tasks for m in methods] if methods else tasks
+
+
+def unfinished_studies(experiment_dir: Path, raw_space: dict) -> list[str]:
+    """Studies whose search has not finished (no done marker in ``tune/<study>/``)."""
+    return [name for name in study_names(raw_space)
+            if not (experiment_dir / "tune" / name / ".pu_mlc_done").exists()]
 
 
 def timing_summary(records: list[TrialRecord]) -> dict:
@@ -164,11 +229,12 @@ def _write_csv(path: Path, records: list[TrialRecord]) -> None:
     params = sorted({k for r in records for k in r.params})
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["task", "trial_id", "status", "epochs", "selection_score",
-                    "selected_test_mAP", "wall_seconds", "train_seconds", "eval_seconds",
-                    *params, "output_dir"])
+        w.writerow(["study", "task", "method", "prob", "stage", "repeat", "seed", "mask_seed",
+                    "trial_id", "status", "epochs", "selection_score", "selected_test_mAP",
+                    "wall_seconds", "train_seconds", "eval_seconds", *params, "output_dir"])
         for r in records:
-            w.writerow([r.task, r.trial_id, r.status, r.epochs, r.best_score,
+            w.writerow([r.study, r.task_name, r.method, r.prob, r.stage, r.repeat, r.seed,
+                        r.mask_seed, r.trial_id, r.status, r.epochs, r.best_score,
                         r.selected_test_map, r.wall_seconds, r.train_seconds, r.eval_seconds,
                         *[r.params.get(k) for k in params], r.output_dir])
 

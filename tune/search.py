@@ -1,20 +1,27 @@
-"""Run a validated search: one Ray Tune experiment per task, OptunaSearch + ASHA, resumable.
+"""Run a validated search: every study (task x method) at once on one Ray cluster, resumable.
+
+Each study drives its own Tuner (OptunaSearch + ASHA) from its own Ray task
+(``ray.remote(num_cpus=0)``, :mod:`tune.study`); their trials queue for the same trial slots, so
+no slot idles while any study has trials left. ``budget.concurrent_studies`` limits how many
+studies run at once (1: one after another); ``warm_start: neighbours`` makes a study wait until
+another study of its method has finished and start from its best configs. When a study's search
+ends, its repeats (``budget.repeats``) start at once, as another Ray task.
 
 Layout of an experiment directory (``storage_path/name``)::
 
     search_space.yaml         the resolved space this experiment runs (checked on --resume)
-    optuna.sqlite3            the Optuna studies (one per task), unless study_storage is set
-    tune/<task>/              Ray Tune's experiment state (Tuner.restore reads it)
+    optuna.sqlite3            the Optuna studies (one per study), unless study_storage is set
+    tune/<study>/             Ray Tune's state of a study's search (Tuner.restore reads it)
+    tune_repeats/<study>/     ... and of its repeats
     ray_train/                Ray Train runs of the trials (their checkpoints)
-    trials/<task>/<trial>/    each trial's engine output: config.yaml, metrics.json, best.pt
-    tensorboard/<task>/<trial>/   one TensorBoard run per trial (scalars + HParams)
-    exports/                  best config per task (YAML + command) and all_trials.csv
+    trials/<study>/<trial>/   each trial's engine output: config.yaml, metrics.json, best.pt
+    tensorboard/<study>/<trial>/   one TensorBoard run per trial (scalars + HParams)
+    exports/                  best config per study (YAML + command) and all_trials.csv
     legs.json                 wall time of every run of the search (the first, each --resume)
-    summary.json              best result and trial counts per task, wall time (all legs)
+    summary.json              per task: each method's selected test mAP (mean, sd over
+                              repeats), paired differences; per study: trial counts; slot use
 
-A task whose Tuner finished is marked by ``tune/<task>/.pu_mlc_done``; ``--resume`` skips those,
-restores interrupted ones (trials resume from their last checkpoint, finished trials are not
-re-run) and starts the rest.
+A study is named after its task when the space has no ``methods``, else ``<task>.<method>``.
 
 ``storage_path`` is a local folder (or a ``file://`` URI): the search writes its own files with
 plain file I/O, so a cluster of several machines needs a shared filesystem mounted at the same
@@ -35,27 +42,15 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
-from ray.tune import Callback
-from ray.tune.search.optuna import OptunaSearch
 
 from pu_mlc.errors import ConfigError
 
-from .space import SearchSpec, Task
-from .trial import (WORST_SCORE, _first_line, mark_trial_status, prune_stale_checkpoints,
-                    read_metrics, run_trial)
+from .space import SearchSpec, Study
 
 log = logging.getLogger(__name__)
-
-DONE_MARKER = ".pu_mlc_done"
-METRIC = "best_score"
-
-
-def tune_dir(spec: SearchSpec) -> Path:
-    return spec.experiment_dir / "tune"
-
 
 def check_experiment_dir(spec: SearchSpec, resume: bool) -> None:
     """A new search never writes into an earlier experiment; --resume needs the same space."""
@@ -104,32 +99,156 @@ def resolve_storage(spec: SearchSpec) -> SearchSpec:
 
 
 def run_search(spec: SearchSpec, resume: bool = False) -> dict:
-    """Run (or resume) every task of the experiment; return the per-task summary."""
+    """Run (or resume) every study of the experiment; return the summary."""
     import ray
 
-    from .cluster import check_cluster_fits
+    from .cluster import TRIAL_SLOT, check_cluster_fits
 
     spec = resolve_storage(spec)
-    check_cluster_fits(spec, ray.cluster_resources())      # before anything is written
+    available = ray.cluster_resources()
+    slots = check_cluster_fits(spec, available)         # before anything is written
     check_experiment_dir(spec, resume)
     spec.experiment_dir.mkdir(parents=True, exist_ok=True)
     (spec.experiment_dir / "search_space.yaml").write_text(
         yaml.safe_dump(_comparable(spec.raw), sort_keys=False))
+    from .study import open_study_storage
+
+    open_study_storage(spec.study_storage)      # creates the schema once, before the studies
     clock = LegClock(spec.experiment_dir / "legs.json", resumed=resume)
     try:
-        results = {}
-        for task in spec.tasks:
-            results[task.name] = run_task(spec, task, resume)
+        runner = StudyRunner(spec, resume, slots, use_slot_resource=TRIAL_SLOT in available)
+        outcomes = runner.run()
     finally:
         legs = clock.stop()
-    totals = {key: sum(r.get(key, 0) for r in results.values())
-              for key in ("trials", "finished", "stopped_by_scheduler", "failed", "diverged",
-                          "errored")}
-    summary = {"experiment": str(spec.experiment_dir),
-               "wall_seconds": sum(leg["seconds"] for leg in legs),
-               "legs": legs, "trials": totals, "tasks": results}
+    summary = build_summary(spec, outcomes, legs, slots)
     (spec.experiment_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+class StudyRunner:
+    """Starts each study's search as a Ray task (as many at once as ``concurrent_studies``
+    allows, and as warm start permits), then its repeats when its search ends; waits on them
+    with ``ray.wait``. Which trial runs next is Ray's business (trial slots), not this class's."""
+
+    def __init__(self, spec: SearchSpec, resume: bool, slots: int,
+                 use_slot_resource: bool) -> None:
+        self.spec = spec
+        self.resume = resume
+        self.slots = slots
+        self.use_slot_resource = use_slot_resource
+        self.outcomes: dict[str, dict] = {}
+
+    def run(self) -> dict[str, dict]:
+        import ray
+
+        from .study import drive_repeats, drive_search
+
+        search_task = ray.remote(num_cpus=0, max_retries=0)(drive_search)
+        repeats_task = ray.remote(num_cpus=0, max_retries=0)(drive_repeats)
+        pending = list(self.spec.studies)
+        running: dict[Any, tuple[Study, str]] = {}
+        limit = self.spec.concurrent_studies or len(pending)
+        while pending or running:
+            active = {study.name for study, _ in running.values()}
+            for study in list(pending):
+                if len(active) >= limit:
+                    break
+                if not self._may_start(study):
+                    continue
+                points = self._warm_points(study)
+                if points:
+                    log.info("study %s: warm start from %d config(s) of its nearest finished "
+                             "label proportion(s)", study.name, len(points))
+                ref = search_task.options(name=f"study:{study.name}").remote(
+                    self.spec, study, self.resume, points, self.slots,
+                    self.use_slot_resource)
+                running[ref] = (study, "search")
+                active.add(study.name)
+                pending.remove(study)
+            if not running:           # cannot happen: the first study of a method may start
+                raise RuntimeError(f"no study can start: {[s.name for s in pending]}")
+            ready, _ = ray.wait(list(running), num_returns=1)
+            study, stage = running.pop(ready[0])
+            outcome = ray.get(ready[0])
+            entry = self.outcomes.setdefault(study.name, {"search": None, "repeats": None})
+            entry[stage] = outcome
+            if stage == "search":
+                log.info("study %s: search finished (%d trials)", study.name, outcome["trials"])
+                best = outcome.get("best")
+                if self.spec.repeats and best:
+                    ref = repeats_task.options(name=f"repeats:{study.name}").remote(
+                        self.spec, study, best["params"], self.resume, self.slots,
+                        self.use_slot_resource)
+                    running[ref] = (study, "repeats")
+                elif self.spec.repeats:
+                    log.warning("study %s: no trial finished, so no repeats", study.name)
+        return self.outcomes
+
+    def _same_method(self, study: Study) -> list[Study]:
+        return [s for s in self.spec.studies if s.method == study.method and s is not study]
+
+    def _finished(self, study: Study) -> bool:
+        return bool((self.outcomes.get(study.name) or {}).get("search"))
+
+    def _may_start(self, study: Study) -> bool:
+        """With warm start, the first study of a method starts at once; the others wait until
+        one of the same method has finished its search."""
+        if self.spec.warm_start != "neighbours":
+            return True
+        peers = self._same_method(study)
+        first = next(s for s in self.spec.studies if s.method == study.method)
+        return study is first or not peers or any(self._finished(s) for s in peers)
+
+    def _warm_points(self, study: Study) -> list[dict]:
+        """The best config of each finished same-method study at the nearest label
+        proportion (both sides on a tie), restricted to this study's searched fields."""
+        if self.spec.warm_start != "neighbours":
+            return []
+        done = [s for s in self._same_method(study) if self._finished(s)]
+        if not done:
+            return []
+        nearest = min(abs(s.prob - study.prob) for s in done)
+        points = []
+        for s in done:
+            if abs(s.prob - study.prob) > nearest + 1e-9:       # ties: 0.3 - 0.1 vs 0.5 - 0.3
+                continue
+            best = self.outcomes[s.name]["search"].get("best")
+            if not best:
+                continue
+            point = {k: v for k, v in (best.get("params") or {}).items()
+                     if k in study.search and study.search[k].contains(v)}
+            if point and point not in points:
+                points.append(point)
+        return points
+
+
+def build_summary(spec: SearchSpec, outcomes: dict[str, dict], legs: list[dict],
+                  slots: int) -> dict:
+    """``summary.json``: per task each method's result and the paired differences; per
+    study its counts; totals, wall time over all legs, and how busy the trial slots were."""
+    from .compare import compare_methods, reference_method
+
+    studies = {}
+    for study in spec.studies:
+        entry = outcomes.get(study.name) or {}
+        search = entry.get("search")
+        studies[study.name] = {"task": study.task, "method": study.method, "prob": study.prob,
+                               "search": search, "repeats": entry.get("repeats")}
+    stage_outcomes = [o for e in outcomes.values() for o in (e.get("search"), e.get("repeats"))
+                      if o]
+    totals = {key: sum(o.get(key, 0) for o in stage_outcomes)
+              for key in ("trials", "finished", "stopped_by_scheduler", "failed", "diverged",
+                          "errored")}
+    wall = sum(leg["seconds"] for leg in legs)
+    trial_seconds = sum(t.get("seconds") or 0.0 for o in stage_outcomes
+                        for t in o.get("trial_list", []))
+    return {"experiment": str(spec.experiment_dir),
+            "wall_seconds": wall, "legs": legs, "trials": totals,
+            "slots": slots, "trial_seconds": trial_seconds,
+            # meaningful for a search run in one leg (a resumed leg re-reads finished trials)
+            "slot_utilisation": (trial_seconds / (slots * wall)) if slots and wall else None,
+            "reference_method": reference_method(spec), "repeats": spec.repeats,
+            "tasks": compare_methods(spec, outcomes), "studies": studies}
 
 
 class LegClock:
@@ -169,160 +288,3 @@ class LegClock:
         return list(self.legs)
 
 
-def run_task(spec: SearchSpec, task: Task, resume: bool) -> dict:
-    from ray import tune
-
-    path = tune_dir(spec) / task.name
-    done = path / DONE_MARKER
-    if resume and done.exists():
-        log.info("task %s: already finished, skipping", task.name)
-        return json.loads(done.read_text())
-    status_callback = TrialStatusCallback(str(spec.experiment_dir), task.name)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, task_name=task.name,
-                             base=task.base,
-                             experiment_dir=str(spec.experiment_dir),
-                             resources=_resources_dict(spec), hparam_keys=sorted(spec.search)),
-        {"CPU": spec.resources.driver_cpus})
-    t0 = time.time()
-    if resume and tune.Tuner.can_restore(str(path)):
-        log.info("task %s: restoring interrupted search from %s", task.name, path)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True)
-    else:
-        tuner = tune.Tuner(trainable, param_space=_param_space(spec),
-                           tune_config=_tune_config(spec, task),
-                           run_config=tune.RunConfig(
-                               name=task.name, storage_path=str(tune_dir(spec)),
-                               failure_config=tune.FailureConfig(max_failures=0),
-                               callbacks=[status_callback], verbose=1))
-    grid = tuner.fit()
-    outcome = _task_outcome(spec, task, grid, time.time() - t0)
-    done.write_text(json.dumps(outcome, indent=2))
-    return outcome
-
-
-def _param_space(spec: SearchSpec) -> dict:
-    return {name: dist.to_tune() for name, dist in spec.search.items()}
-
-
-def _tune_config(spec: SearchSpec, task: Task):
-    import optuna
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    storage = optuna.storages.RDBStorage(spec.study_storage)
-    search = DivergenceAwareOptunaSearch(
-        metric=METRIC, mode="max", seed=spec.seed, storage=storage,
-        study_name=f"{spec.name}.{task.name}",
-        points_to_evaluate=[dict(task.first_trial)] if spec.search else None)
-    max_t = spec.max_epochs(task)
-    if spec.scheduler == "asha" and max_t > spec.grace_period:
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t,
-                                  grace_period=spec.grace_period,
-                                  reduction_factor=spec.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
-    return tune.TuneConfig(metric=METRIC, mode="max", search_alg=search, scheduler=scheduler,
-                           num_samples=spec.trials_per_task,
-                           max_concurrent_trials=spec.max_concurrent_trials,
-                           trial_name_creator=lambda t: f"{task.name}_{t.trial_id}",
-                           trial_dirname_creator=lambda t: f"{task.name}_{t.trial_id}")
-
-
-def _resources_dict(spec: SearchSpec) -> dict[str, Any]:
-    r = spec.resources
-    return {"num_workers": r.num_workers, "use_gpu": r.use_gpu,
-            "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": r.gpus_per_worker,
-            "max_failures": r.max_failures}
-
-
-def _trial_id(task: Task, result) -> Optional[str]:
-    m = result.metrics or {}
-    if m.get("trial_id"):
-        return m["trial_id"]
-    name = Path(result.path).name if result.path else ""
-    prefix = f"{task.name}_"
-    return name[len(prefix):] if name.startswith(prefix) else None
-
-
-def _task_outcome(spec: SearchSpec, task: Task, grid, seconds: float) -> dict:
-    trials = []
-    for result in grid:
-        m = result.metrics or {}
-        trial_id = _trial_id(task, result)
-        out = spec.experiment_dir / "trials" / task.name / str(trial_id)
-        if trial_id is not None:
-            _settle_status(out, error=result.error, last_epoch=m.get("epoch"))
-            # a trial the scheduler stopped had no driver left to do it
-            prune_stale_checkpoints(spec.experiment_dir / "ray_train" / f"{task.name}-{trial_id}")
-        status = (read_metrics(out) or {}).get("status") if trial_id is not None else None
-        if result.error and status not in ("failed", "diverged"):
-            status = "failed"
-        diverged = bool(m.get("diverged")) or status == "diverged"
-        trials.append({"trial_id": trial_id, "epochs": m.get("epoch"), "status": status,
-                       "best_score": m.get(METRIC), "selected_test_mAP":
-                           m.get("selected_test_mAP"), "diverged": diverged,
-                       "error": str(result.error) if result.error else None})
-    ok = [t for t in trials if t["best_score"] is not None and not t["diverged"]]
-    best = max(ok, key=lambda t: t["best_score"]) if ok else None
-    count = {s: sum(1 for t in trials if t["status"] == s)
-             for s in ("finished", "stopped_by_scheduler", "failed", "diverged")}
-    return {"task": task.name, "prob": task.base.prob, "trials": len(trials), **count,
-            "errored": sum(1 for t in trials if t["error"]), "best": best,
-            "trial_list": trials, "wall_seconds": seconds}
-
-
-def _settle_status(out: Path, error: Optional[BaseException], last_epoch=None) -> None:
-    """Give a trial that ended without the engine saying how its final status: an error is
-    ``failed``; a trial that ended early without one was stopped by the scheduler."""
-    if error is not None:
-        mark_trial_status(out, "failed", _first_line(error),
-                          overwrite=("running", "stopped", "interrupted", None),
-                          epoch=last_epoch)
-    else:
-        mark_trial_status(out, "stopped_by_scheduler",
-                          "stopped early by the scheduler (ASHA)"
-                          + (f" after epoch {last_epoch}" if last_epoch else ""),
-                          overwrite=("running", "stopped", "interrupted"), epoch=last_epoch)
-
-
-class TrialStatusCallback(Callback):
-    """Marks a trial's ``metrics.json`` as soon as Tune ends it (the search settles every
-    trial again when the task ends, in case a stopped trial's worker wrote once more)."""
-
-    def __init__(self, experiment_dir: str, task: str) -> None:
-        self.experiment_dir = experiment_dir
-        self.task = task
-
-    def _out(self, trial) -> Path:
-        return Path(self.experiment_dir) / "trials" / self.task / trial.trial_id
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        _settle_status(self._out(trial), None, (trial.last_result or {}).get("epoch"))
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        mark_trial_status(self._out(trial), "failed",
-                          f"the trial errored (Ray Tune); see {trial.local_path}/error.txt"
-                          if getattr(trial, "local_path", None) else "the trial errored",
-                          overwrite=("running", "stopped", "interrupted", None),
-                          epoch=(trial.last_result or {}).get("epoch"))
-
-
-class DivergenceAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that records why a trial diverged (a user attribute of the Optuna trial,
-    set while the trial is still running) before it is told the trial's (worst) value."""
-
-    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None,
-                          error: bool = False):
-        ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
-        if result and result.get("diverged") and ot_trial is not None \
-                and trial_id not in getattr(self, "_completed_trials", set()):
-            try:
-                ot_trial.set_user_attr("diverged", True)
-                ot_trial.set_user_attr("diverged_reason", str(result.get("diverged_reason")))
-            except Exception as err:  # never lose the result over a note
-                log.warning("could not record the divergence in the Optuna study: %s", err)
-            if result.get(METRIC) is None:
-                result = {**result, METRIC: WORST_SCORE}
-        return super().on_trial_complete(trial_id, result=result, error=error)

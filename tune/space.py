@@ -4,10 +4,13 @@ A search space file describes one *experiment*: a list of **tasks** (a dataset a
 proportion ``prob``: 1.0 is MLC, below is MLC-PL), the **fixed** TrainConfig fields every trial
 shares, the **search**ed fields with their distributions, a **budget** of trials per task, the
 early-stopping **scheduler**, the **resources** of one trial (DDP workers) and where results
-and the Optuna study are stored. Each task is searched separately (its own Optuna study, its own
-Tune experiment), because the best alpha/gamma differ between label proportions; results are
-kept per task. Everything is validated here, before Ray starts, and every error names the key,
-the value and what is allowed.
+and the Optuna study are stored. A space may list **methods** (PU-MLC and the baselines it is
+compared with), each with its own fixed fields, searched fields and first trial. Every
+(task x method) pair is a **study**: its own Optuna study and Tune experiment, the same trial
+budget, scheduler and epochs as every other study, because the best hyper-parameters differ
+between label proportions and methods. A space without ``methods`` has one implicit method and
+one study per task (named after the task). Everything is validated here, before Ray starts, and
+every error names the key, the value and what is allowed.
 
 Schema (all keys; ``?`` = optional, default after ``=``)::
 
@@ -17,10 +20,17 @@ Schema (all keys; ``?`` = optional, default after ``=``)::
                                      # a file:// URI works, s3:// and gs:// are refused)
     study_storage?: str = null       # SQLAlchemy URL of the Optuna study;
                                      # default sqlite:///<storage_path>/<name>/optuna.sqlite3
-    seed?: int = 0                   # Optuna TPE seed (reproducible with 1 concurrent trial)
+    seed?: int = 0                   # base of every study's sampler seed (each study draws
+                                     # its own points; reproducible with 1 concurrent trial)
     budget:
-      trials_per_task: int           # Optuna trials per task (the first is first_trial)
-      max_concurrent_trials?: int = 1
+      trials_per_task: int           # Optuna trials per study (task x method); the first is
+                                     # first_trial
+      max_concurrent_trials?: int = null   # trials running at once over ALL studies
+                                     # (default: as many as the cluster's resources fit)
+      concurrent_studies?: int = null      # studies searched at once (default: all; 1 = one
+                                     # after another)
+      repeats?: int = 0              # re-run each study's selected config with this many new
+                                     # seeds (training seed and label-mask seed)
     scheduler?:
       type: asha | none = asha       # ASHA stops poor trials at epoch milestones
       grace_period?: int = 1         # epochs every trial runs before it can be stopped
@@ -39,6 +49,15 @@ Schema (all keys; ``?`` = optional, default after ``=``)::
       #   {type: uniform, low, high}   {type: loguniform, low, high}
       #   {type: int, low, high[, log: bool]}   (high inclusive)
       #   {type: choice, values: [...]}
+      # with methods: searched by every method (a method's own search adds or replaces)
+    methods?:                        # default: one implicit method (the fixed loss)
+      - name: str                    # [A-Za-z0-9_-], unique
+        fixed?: {field: value}       # e.g. {loss: partial_bce}
+        search?: {field: distribution}
+        first_trial?: {field: value} # its published or library default
+    warm_start?: none | neighbours = none   # neighbours: a study first evaluates the best
+                                     # configs of the same method on the nearest finished
+                                     # label proportions (it waits for one to finish)
     tasks:                           # at least one
       - name: str                    # [A-Za-z0-9_-], unique
         prob?: float                 # required unless prob is searched
@@ -51,6 +70,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -62,8 +82,11 @@ from pu_mlc.errors import ConfigError
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 SCHEDULERS = ("asha", "none")
+WARM_STARTS = ("none", "neighbours")
 TOP_KEYS = {"name", "storage_path", "study_storage", "seed", "budget", "scheduler", "resources",
-            "fixed", "first_trial", "search", "tasks"}
+            "fixed", "first_trial", "search", "methods", "warm_start", "tasks"}
+BUDGET_KEYS = {"trials_per_task", "max_concurrent_trials", "concurrent_studies", "repeats"}
+METHOD_KEYS = {"name", "fixed", "search", "first_trial"}
 #: Fields a search may not set: they belong to the run's location or to the search itself.
 NOT_SEARCHABLE = {"output_dir", "tensorboard_dir", "overwrite", "resume", "data", "device"}
 NOT_FIXABLE = {"output_dir", "tensorboard_dir", "overwrite", "resume"}
@@ -112,7 +135,24 @@ class Distribution:
 class Task:
     name: str
     base: TrainConfig                  # fixed fields + task overrides (prob included)
+    first_trial: dict[str, Any]        # of the implicit method (spaces without methods)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One (task x method) pair: one Optuna study, one Tune experiment, one trial budget."""
+
+    name: str                          # the task's name, or "<task>.<method>" with methods
+    task: str
+    method: str
+    base: TrainConfig                  # fixed < method fixed < task fixed (prob included)
+    search: dict[str, Distribution]    # what this method searches (and nothing else)
     first_trial: dict[str, Any]
+    sampler_seed: int                  # distinct per study: tasks must not draw the same points
+
+    @property
+    def prob(self) -> float:
+        return self.base.prob
 
 
 @dataclass(frozen=True)
@@ -146,8 +186,13 @@ class SearchSpec:
     grace_period: int
     reduction_factor: float
     resources: Resources
-    search: dict[str, Distribution]
+    search: dict[str, Distribution]    # searched by every method (the top-level search)
     tasks: tuple[Task, ...]
+    studies: tuple[Study, ...] = ()
+    methods: tuple[str, ...] = ()      # empty: one implicit method
+    repeats: int = 0
+    concurrent_studies: Optional[int] = None
+    warm_start: str = "none"
     raw: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -160,7 +205,13 @@ class SearchSpec:
                 return t
         raise KeyError(name)
 
-    def max_epochs(self, task: Task) -> int:
+    def study(self, name: str) -> Study:
+        for s in self.studies:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def max_epochs(self, task: Task | Study) -> int:
         return task.base.train_epochs
 
 
@@ -199,15 +250,19 @@ def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
         storage_path = (base_dir / storage_path).resolve()
     seed = _expect(raw.get("seed", 0), int, f"{where}: seed")
 
-    budget = _mapping(raw["budget"], f"{where}: budget", {"trials_per_task",
-                                                          "max_concurrent_trials"})
+    budget = _mapping(raw["budget"], f"{where}: budget", BUDGET_KEYS)
     if "trials_per_task" not in budget:
-        raise ConfigError(f"{where}: budget.trials_per_task is required (trials per task)")
+        raise ConfigError(f"{where}: budget.trials_per_task is required (trials per study: "
+                          f"each task x method)")
     trials = _expect(budget["trials_per_task"], int, f"{where}: budget.trials_per_task")
-    concurrent = _expect(budget.get("max_concurrent_trials", 1), int,
-                         f"{where}: budget.max_concurrent_trials")
     _require(trials >= 1, f"{where}: budget.trials_per_task = {trials} must be >= 1")
-    _require(concurrent >= 1, f"{where}: budget.max_concurrent_trials = {concurrent} must be >= 1")
+    concurrent = _optional_count(budget, "max_concurrent_trials", where)
+    studies_at_once = _optional_count(budget, "concurrent_studies", where)
+    repeats = _expect(budget.get("repeats", 0), int, f"{where}: budget.repeats")
+    _require(repeats >= 0, f"{where}: budget.repeats = {repeats} must be >= 0 (0: no repeats)")
+    warm_start = raw.get("warm_start", "none") or "none"
+    _require(warm_start in WARM_STARTS, f"{where}: warm_start = {warm_start!r}; allowed: "
+                                        f"{list(WARM_STARTS)}")
 
     sched = _mapping(raw.get("scheduler", {}) or {}, f"{where}: scheduler",
                      {"type", "grace_period", "reduction_factor"})
@@ -226,7 +281,17 @@ def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
     fixed = _parse_fields(raw.get("fixed", {}) or {}, f"{where}: fixed", NOT_FIXABLE)
     first_trial = _parse_fields(raw.get("first_trial", {}) or {}, f"{where}: first_trial",
                                 NOT_SEARCHABLE)
-    tasks = _parse_tasks(raw["tasks"], where, fixed, first_trial, search, base_dir)
+    methods = _parse_methods(raw.get("methods"), where)
+    if methods:
+        searched_somewhere = set(search) | {k for m in methods for k in m["search"]}
+        extra = sorted(set(first_trial) - searched_somewhere)
+        _require(not extra, f"{where}: first_trial sets {extra}, which no method searches")
+        tasks = _parse_tasks(raw["tasks"], where, fixed, {}, {}, base_dir,
+                             check_first_trial=False)
+    else:
+        tasks = _parse_tasks(raw["tasks"], where, fixed, first_trial, search, base_dir)
+    studies = _build_studies(raw["tasks"], tasks, methods, where, fixed, first_trial, search,
+                             seed)
 
     study = raw.get("study_storage")
     if study is None:
@@ -235,7 +300,124 @@ def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
     _require("://" in study, f"{where}: study_storage = {study!r} must be an SQLAlchemy URL, "
                              f"e.g. sqlite:////abs/path/study.db or postgresql://user@host/db")
     return SearchSpec(name, where, storage_path, study, seed, trials, concurrent, sched_type,
-                      grace, rf, resources, search, tasks, dict(raw))
+                      grace, rf, resources, search, tasks, studies,
+                      tuple(m["name"] for m in methods), repeats, studies_at_once, warm_start,
+                      dict(raw))
+
+
+def _optional_count(budget: dict, key: str, where: str) -> Optional[int]:
+    value = budget.get(key)
+    if value is None:
+        return None
+    value = _expect(value, int, f"{where}: budget.{key}")
+    _require(value >= 1, f"{where}: budget.{key} = {value} must be >= 1 (or null: as many as "
+                         f"the cluster fits)")
+    return value
+
+
+def _parse_methods(raw: Any, where: str) -> list[dict]:
+    """The ``methods`` list: name, fixed fields, own distributions, first trial (unvalidated
+    against tasks; :func:`_build_studies` checks every study's config)."""
+    if raw is None:
+        return []
+    _require(isinstance(raw, list) and raw, f"{where}: methods must be a non-empty list of "
+                                            f"{{name, fixed, search, first_trial}}")
+    out, names = [], set()
+    for i, entry in enumerate(raw):
+        key = f"{where}: methods[{i}]"
+        entry = _mapping(entry, key, METHOD_KEYS)
+        _require("name" in entry, f"{key}: name is required")
+        mname = _expect(entry["name"], str, f"{key}.name")
+        _require(re.fullmatch(r"[A-Za-z0-9_-]+", mname) is not None,
+                 f"{key}.name = {mname!r} may only use letters, digits, '_' and '-'")
+        _require(mname not in names, f"{key}.name = {mname!r} is used twice")
+        names.add(mname)
+        key = f"{where}: method '{mname}'"
+        out.append({"name": mname,
+                    "fixed": _parse_fields(entry.get("fixed", {}) or {}, f"{key}.fixed",
+                                           NOT_FIXABLE),
+                    "search": _parse_search(entry.get("search", {}) or {}, key),
+                    "first_trial": _parse_fields(entry.get("first_trial", {}) or {},
+                                                 f"{key}.first_trial", NOT_SEARCHABLE)})
+    return out
+
+
+def sampler_seed(seed: int, study: str) -> int:
+    """A study's own sampler seed, stable under reordering of tasks and methods."""
+    return (seed * 1_000_003 + zlib.crc32(study.encode())) % (2 ** 31 - 1)
+
+
+def _build_studies(raw_tasks: list, tasks: tuple[Task, ...], methods: list[dict], where: str,
+                   fixed: dict, first_trial: dict, search: dict[str, Distribution],
+                   seed: int) -> tuple[Study, ...]:
+    """One study per (task x method); with no methods, one per task named after it."""
+    if not methods:
+        return tuple(Study(t.name, t.name, _implicit_method(t.base), t.base, dict(search),
+                           dict(t.first_trial), sampler_seed(seed, t.name)) for t in tasks)
+    studies = []
+    for task, entry in zip(tasks, raw_tasks):
+        task_fixed = dict(entry.get("fixed", {}) or {})
+        task_first = _parse_fields(entry.get("first_trial", {}) or {},
+                                   f"{where}: task '{task.name}'.first_trial", NOT_SEARCHABLE)
+        unsearched = sorted(k for k in task_first
+                            if not any(k in {**search, **m["search"]} for m in methods))
+        _require(not unsearched, f"{where}: task '{task.name}': first_trial sets {unsearched}, "
+                                 f"which no method searches")
+        for method in methods:
+            name = f"{task.name}.{method['name']}"
+            key = f"{where}: study '{name}' (task '{task.name}' x method '{method['name']}')"
+            msearch = {**search, **method["search"]}
+            values = {**fixed, **method["fixed"], **task_fixed}
+            if "prob" in entry:
+                values["prob"] = entry["prob"]
+            values["data"] = task.base.data               # resolved to an absolute path
+            overlap = sorted(set(values) & set(msearch))
+            _require(not overlap, f"{key}: {overlap} are both fixed and searched; remove one")
+            try:
+                base = TrainConfig.from_dict(values, source=f"{key} fixed fields")
+            except ConfigError as err:
+                raise ConfigError(f"{key}: {err}") from None
+            first = _first_trial(base, msearch,
+                                 [{k: v for k, v in first_trial.items() if k in msearch},
+                                  method["first_trial"],
+                                  {k: v for k, v in task_first.items() if k in msearch}], key)
+            _check_corners(base, msearch, where, key)
+            studies.append(Study(name, task.name, method["name"], base, msearch, first,
+                                 sampler_seed(seed, name)))
+    return tuple(studies)
+
+
+def _implicit_method(base: TrainConfig) -> str:
+    return "pu_mlc" if base.loss == "pu" else base.loss
+
+
+def _first_trial(base: TrainConfig, search: dict[str, Distribution], layers: list[dict],
+                 key: str) -> dict[str, Any]:
+    """Default first trial (the fixed values, where the searched range has them) overlaid by
+    ``layers``; every value must be searched and inside its range."""
+    first = {k: getattr(base, k) for k in search if search[k].contains(getattr(base, k))}
+    for layer in layers:
+        first.update(layer)
+    extra = sorted(set(first) - set(search))
+    _require(not extra, f"{key}: first_trial sets {extra}, which are not searched")
+    for name, value in first.items():
+        _require(search[name].contains(value),
+                 f"{key}: first_trial {name} = {value!r} lies outside "
+                 f"search.{name} = {search[name].describe()}; widen the range or change "
+                 f"the first trial")
+    return first
+
+
+def _check_corners(base: TrainConfig, search: dict[str, Distribution], where: str,
+                   key: str) -> None:
+    """Every corner of the searched space must give a valid config."""
+    for name, dist in search.items():
+        for v in dist.endpoints():
+            try:
+                base.updated({name: v}, source=f"search.{name}")
+            except ConfigError as err:
+                raise ConfigError(f"{where}: search.{name} allows {v!r}, which is invalid "
+                                  f"for {key.split(': ', 1)[-1]}: {err}") from None
 
 
 def _parse_resources(raw: Any, where: str) -> Resources:
@@ -356,7 +538,8 @@ def _parse_fields(raw: Any, where: str, forbidden: set[str]) -> dict[str, Any]:
 
 
 def _parse_tasks(raw: Any, where: str, fixed: dict, first_trial: dict,
-                 search: dict[str, Distribution], base_dir: Path) -> tuple[Task, ...]:
+                 search: dict[str, Distribution], base_dir: Path,
+                 check_first_trial: bool = True) -> tuple[Task, ...]:
     _require(isinstance(raw, list) and raw, f"{where}: tasks must be a non-empty list")
     tasks, names = [], set()
     for i, entry in enumerate(raw):
@@ -388,37 +571,24 @@ def _parse_tasks(raw: Any, where: str, fixed: dict, first_trial: dict,
             base = TrainConfig.from_dict(values, source=f"{key} fixed fields")
         except ConfigError as err:
             raise ConfigError(f"{key}: {err}") from None
-        # default first trial: the fixed (published) values, where the searched range has them
-        defaults = {k: getattr(base, k) for k in search if search[k].contains(getattr(base, k))}
-        first = {**defaults, **first_trial,
-                 **_parse_fields(entry.get("first_trial", {}) or {}, f"{key}.first_trial",
-                                 NOT_SEARCHABLE)}
-        extra = sorted(set(first) - set(search))
-        _require(not extra, f"{key}: first_trial sets {extra}, which are not searched")
-        for name, value in first.items():
-            _require(search[name].contains(value),
-                     f"{key}: first_trial {name} = {value!r} lies outside "
-                     f"search.{name} = {search[name].describe()}; widen the range or change "
-                     f"the first trial")
-        # every corner of the searched space must give a valid config
-        for name, dist in search.items():
-            for v in dist.endpoints():
-                try:
-                    base.updated({name: v}, source=f"search.{name}")
-                except ConfigError as err:
-                    raise ConfigError(f"{where}: search.{name} allows {v!r}, which is invalid "
-                                      f"for task '{tname}': {err}") from None
+        first: dict[str, Any] = {}
+        if check_first_trial:
+            first = _first_trial(base, search, [
+                first_trial, _parse_fields(entry.get("first_trial", {}) or {},
+                                           f"{key}.first_trial", NOT_SEARCHABLE)], key)
+            _check_corners(base, search, where, f"{where}: task '{tname}'")
         tasks.append(Task(tname, base, first))
     return tuple(tasks)
 
 
 # ------------------------------------------------------------------------------------------------
 #: The keys of the space's fixed-shape mappings (for checking ``--set`` paths).
-_SUB_KEYS = {"budget": {"trials_per_task", "max_concurrent_trials"},
+_SUB_KEYS = {"budget": BUDGET_KEYS,
              "scheduler": {"type", "grace_period", "reduction_factor"},
              "resources": {"num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker",
                            "driver_cpus", "max_failures"}}
 _TASK_KEYS = {"name", "prob", "fixed", "first_trial"}
+_METHOD_KEYS = METHOD_KEYS
 _DIST_KEYS = {"type", "low", "high", "values", "log"}
 
 
@@ -435,10 +605,14 @@ def _allowed_keys(parents: list[str]) -> Optional[set[str]]:
             return fields_
     if head == "search" and len(parents) == 2:
         return _DIST_KEYS
-    if head == "tasks" and len(parents) == 2:
-        return _TASK_KEYS
-    if head == "tasks" and len(parents) == 3 and parents[2] in ("fixed", "first_trial"):
+    if head in ("tasks", "methods") and len(parents) == 2:
+        return _TASK_KEYS if head == "tasks" else _METHOD_KEYS
+    if head in ("tasks", "methods") and len(parents) == 3 and parents[2] in ("fixed",
+                                                                            "first_trial",
+                                                                            "search"):
         return fields_
+    if head == "methods" and len(parents) == 4 and parents[2] == "search":
+        return _DIST_KEYS
     return None
 
 
@@ -471,15 +645,15 @@ def _set_dotted(raw: dict, dotted: str, value: Any, where: str) -> None:
                 return
             node = node[index]
         elif isinstance(node, dict):
-            allowed = _allowed_keys(["tasks", "N"] + walked[2:] if walked[:1] == ["tasks"]
-                                    else walked)
+            allowed = _allowed_keys([walked[0], "N"] + walked[2:]
+                                    if walked[:1] in (["tasks"], ["methods"]) else walked)
             if allowed is not None and part not in allowed:
                 refuse(f"unknown key '{part}' under {here}; allowed: {sorted(allowed)}")
             if last:
                 node[part] = value
                 return
             if node.get(part) is None:
-                node[part] = [] if (not walked and part == "tasks") else {}
+                node[part] = [] if (not walked and part in ("tasks", "methods")) else {}
             node = node[part]
         else:
             refuse(f"{here} is a {type(node).__name__} ({node!r}), it has no key '{part}'")
@@ -539,9 +713,9 @@ def check_inputs(spec: SearchSpec) -> None:
     from pu_mlc.data import load_dataset
 
     seen: set[tuple[str, str]] = set()
-    for task in spec.tasks:
-        cfg = task.base
-        where = f"{spec.source}: task '{task.name}'"
+    for study in spec.studies:
+        cfg = study.base
+        where = f"{spec.source}: task '{study.task}'"
         if "://" not in cfg.data and not Path(cfg.data).exists():
             raise ConfigError(f"{where}: dataset root {cfg.data} does not exist; set it with "
                               f"--set fixed.data=/path/to/data (on a cluster: a path every node "

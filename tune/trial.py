@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: The score a diverged trial reports: the worst mAP there is (a finite value, so Optuna keeps it).
 WORST_SCORE = 0.0
+#: The parameter of a repeat trial: its number r (1..R) sets ``seed`` = the study's seed + r and
+#: ``mask_seed`` = r, the same for every method, so repeats pair up across methods.
+REPEAT_KEY = "repeat"
 #: Statuses a trial's ``metrics.json`` can end with.
 FINAL_STATUSES = ("finished", "stopped_by_scheduler", "failed", "diverged", "stopped")
 
@@ -60,6 +63,10 @@ def trial_config(base: TrainConfig, params: dict[str, Any], experiment_dir: Path
     """The task's config with the sampled values (converted to the fields' types) and the
     trial's own folders."""
     paths = trial_paths(experiment_dir, task, trial_id)
+    params = dict(params)
+    repeat = params.pop(REPEAT_KEY, None)
+    if repeat is not None:
+        params.update(seed=base.seed + int(repeat), mask_seed=int(repeat))
     return base.updated(params, source=f"trial {trial_id}").replace(
         output_dir=str(paths["output_dir"]), tensorboard_dir=str(paths["tensorboard_dir"]),
         overwrite=False, resume=False)
@@ -80,8 +87,13 @@ def train_worker(loop_config: dict) -> None:
     run_dir = Path(loop_config["train_run_dir"]) if loop_config.get("train_run_dir") else None
     resume_file: Optional[Path] = None
     checkpoint = ray.train.get_checkpoint()
-    scratch = Path(tempfile.mkdtemp(prefix="pumlc-resume-"))
+    # the copy a restarted worker resumes from: in the trial's own Train folder (a worker
+    # killed before it could clean up leaves it there, for the next attempt to replace)
+    scratch = (run_dir / f".resume-rank{context.get_world_rank()}" if run_dir is not None
+               else Path(tempfile.mkdtemp(prefix="pumlc-resume-")))
+    shutil.rmtree(scratch, ignore_errors=True)
     if checkpoint is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
         with checkpoint.as_directory() as ckpt_dir:
             resume_file = scratch / "last.pt"
             shutil.copy2(Path(ckpt_dir) / "last.pt", resume_file)
@@ -149,9 +161,16 @@ def _divergence_reason(err: Exception) -> str:
     return str(reason)
 
 
+#: Reported first, so Tune's progress table (its first four metrics) shows what a trial is
+#: judged by: the selection score so far, the epoch, the epoch's score, the selected test mAP.
+TABLE_METRICS = ("best_score", "epoch", "score", "selected_test_mAP")
+
+
 def _ray_metrics(metrics: dict) -> dict:
-    """Plain floats/ints only (Tune's loggers and Optuna choke on None and nested values)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+    """Plain floats/ints only (Tune's loggers and Optuna choke on None and nested values),
+    the metrics of :data:`TABLE_METRICS` first."""
+    plain = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+    return {**{k: plain[k] for k in TABLE_METRICS if k in plain}, **plain}
 
 
 def read_metrics(output_dir: Path) -> Optional[dict]:
@@ -189,7 +208,8 @@ def failure_reason(metrics: Optional[dict]) -> Optional[str]:
 
 
 def run_trial(params: dict, *, task_name: str, base: TrainConfig, experiment_dir: str,
-              resources: dict, hparam_keys: list[str]) -> None:
+              resources: dict, hparam_keys: list[str],
+              labels: Optional[dict[str, str]] = None) -> None:
     """The Tune trainable: one Ray Train DDP run of the engine with the sampled parameters."""
     import ray.train
     from ray import tune
@@ -199,8 +219,10 @@ def run_trial(params: dict, *, task_name: str, base: TrainConfig, experiment_dir
     trial_id = tune.get_context().get_trial_id()
     exp_dir = Path(experiment_dir)
     cfg = trial_config(base, params, exp_dir, task_name, trial_id)
-    hparams = {"task": task_name, "prob": cfg.prob,
+    hparams = {"task": task_name, **(labels or {}), "study": task_name, "prob": cfg.prob,
                **{k: getattr(cfg, k) for k in hparam_keys}}
+    if REPEAT_KEY in params:
+        hparams.update(repeat=int(params[REPEAT_KEY]), seed=cfg.seed, mask_seed=cfg.mask_seed)
     paths = trial_paths(exp_dir, task_name, trial_id)
     run_name = f"{task_name}-{trial_id}"
     use_gpu = bool(resources["use_gpu"])

@@ -1,8 +1,10 @@
 """From a TrainConfig to the labels, splits and loaders of one run.
 
-Order matters and follows the paper: the MLC-PL mask is drawn (seed 0) over the *whole* training
-label matrix in dataset order, before anything is held out or dropped, so every remaining image
-keeps exactly the mask it has in the published protocol. Everything that can be wrong with the
+Order matters and follows the paper: the MLC-PL mask is drawn (seed ``mask_seed``; 0 is the
+published mask) over the *whole* training label matrix in dataset order, before anything is held
+out or dropped, so every remaining image keeps exactly the mask it has in the published protocol.
+The honest protocol's hold-out is drawn with its own fixed seed, not ``mask_seed``, so runs that
+differ only in the mask seed validate on the same images. Everything that can be wrong with the
 data (annotation files, class count, unreadable images, word vectors) is found here, before the
 model is built.
 
@@ -89,13 +91,15 @@ def prepare_run_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
             f"{cfg.data} has {len(class_names)} classes ({train.source}); pass "
             f"--num-classes={len(class_names)} or leave the flag out")
 
-    train_targets = partial_labels(train.labels, cfg.prob, seed=0)
+    train_targets = partial_labels(train.labels, cfg.prob, seed=cfg.mask_seed)
     val: Optional[LabelledSplit] = None
     if cfg.protocol == "honest":
         if "val" in splits:
             val_split = splits["val"]
-            val = LabelledSplit(val_split, partial_labels(val_split.labels, cfg.prob, seed=0))
+            val = LabelledSplit(val_split,
+                                partial_labels(val_split.labels, cfg.prob, seed=cfg.mask_seed))
         else:
+            # seed 0 always: the hold-out must not move with mask_seed
             keep, held = holdout_indices(len(train), cfg.val_fraction, seed=0)
             val = LabelledSplit(train.subset(held), train_targets[held])
             train, train_targets = train.subset(keep), train_targets[keep]

@@ -71,7 +71,9 @@ class Recipe:
         return cls(model=model, net=net, optimizer=optimizer, scheduler=scheduler,
                    ema=TrainableStateEma(model, decay=cfg.ema), precision=precision,
                    scaler=scaler,
-                   criterion=build_loss(cfg.loss, alpha=cfg.alpha, gamma=cfg.gamma),
+                   criterion=build_loss(cfg.loss, alpha=cfg.alpha, gamma=cfg.gamma,
+                                        asl_gamma_neg=cfg.asl_gamma_neg,
+                                        asl_gamma_pos=cfg.asl_gamma_pos, asl_clip=cfg.asl_clip),
                    mixup_alpha=cfg.mixup_alpha, channels_last=channels_last,
                    watch=DivergenceWatch(trainable, ctx.device, check_gradients=scaler is None))
 

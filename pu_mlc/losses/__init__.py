@@ -1,6 +1,7 @@
 """Losses: PU-MLC's PU loss and MixUp regulariser, and the baselines compared against it.
 
-``build_loss(name, alpha=, gamma=)`` is the entry point; every loss takes ``(logits, targets)``
+``build_loss(name, alpha=, gamma=, asl_gamma_neg=, asl_gamma_pos=, asl_clip=)`` is the entry
+point; every loss takes ``(logits, targets)``
 with targets +1 known positive, -1 known negative, 0 unknown, and returns a scalar summed over
 classes and averaged over images. The regulariser is separate (it needs a second forward pass):
 see :mod:`pu_mlc.losses.mixup`.

@@ -1,0 +1,211 @@
+"""A fair multi-method search, end to end on a real local Ray: 2 tasks x 2 methods = 4 studies
+searched at once through 2 trial slots, each study's selected config repeated with 2 new seeds.
+
+One search runs for the session (``methods_search`` in conftest, 16 trials of 1 gloo worker through 2 slots); the tests read back
+what it left: which fields each study's trials received, the repeats and their paired
+differences (recomputed from the trials' own ``metrics.json``), the Optuna studies (distinct
+sampler seeds, PRUNED/COMPLETE states, user attributes), the per-study export and the cluster
+usage log (no placement group or actor leaked between trials, worker memory trial over trial).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import METHODS, REPEATS, TASKS, TRIALS  # the shared search's shape
+
+pytestmark = pytest.mark.e2e
+
+PU_SEARCH = {"alpha", "gamma", "ema"}
+BCE_SEARCH = {"lr", "weight_decay", "ema"}
+
+
+def _trial_dirs(exp: Path, study: str) -> list[Path]:
+    return sorted(p for p in (exp / "trials" / study).iterdir() if p.is_dir())
+
+
+def _config(trial_dir: Path) -> dict:
+    return yaml.safe_load((trial_dir / "config.yaml").read_text())
+
+
+def _metrics(trial_dir: Path) -> dict:
+    return json.loads((trial_dir / "metrics.json").read_text())
+
+
+def test_every_task_x_method_pair_is_a_study_with_the_same_budget(methods_search):
+    exp, _ = methods_search
+    summary = json.loads((exp / "summary.json").read_text())
+    studies = {f"{t}.{m}" for t in TASKS for m in METHODS}
+    assert set(summary["studies"]) == studies
+    for name, study in summary["studies"].items():
+        assert study["search"]["trials"] == TRIALS, name
+        assert study["repeats"]["trials"] == REPEATS, name
+        assert len(_trial_dirs(exp, name)) == TRIALS + REPEATS
+    assert sorted(p.name for p in (exp / "tune").iterdir()) == sorted(studies)
+
+
+def test_each_study_samples_only_its_own_fields(methods_search):
+    """A PU trial never gets lr or weight decay from the baseline's range, and a baseline trial
+    never gets alpha or gamma: every other field stays as the study fixed it."""
+    exp, _ = methods_search
+    space = yaml.safe_load((exp / "search_space.yaml").read_text())
+    fixed_lr = next(m for m in space["methods"] if m["name"] == "pu_mlc")["fixed"]["lr"]
+    for task in TASKS:
+        for method, own in (("pu_mlc", PU_SEARCH), ("partial_bce", BCE_SEARCH)):
+            study = optuna.load_study(study_name=f"methods.{task}.{method}",
+                                      storage=f"sqlite:///{exp / 'optuna.sqlite3'}")
+            assert {k for t in study.trials for k in t.params} == own
+            for trial_dir in _trial_dirs(exp, f"{task}.{method}"):
+                cfg = _config(trial_dir)
+                assert cfg["prob"] == TASKS[task]
+                if method == "pu_mlc":
+                    assert cfg["loss"] == "pu" and cfg["lr"] == fixed_lr
+                    assert cfg["weight_decay"] == 1e-4            # the library default
+                else:
+                    assert cfg["loss"] == "partial_bce"
+                    assert (cfg["alpha"], cfg["gamma"]) == (1.0, 0.55)   # untouched defaults
+
+
+def test_tasks_of_one_method_draw_different_points(methods_search):
+    """Each study's sampler has its own seed: after the shared first trial, the two tasks of a
+    method do not propose the same configuration."""
+    exp, _ = methods_search
+    for method in METHODS:
+        sampled = []
+        for task in TASKS:
+            study = optuna.load_study(study_name=f"methods.{task}.{method}",
+                                      storage=f"sqlite:///{exp / 'optuna.sqlite3'}")
+            trials = sorted(study.trials, key=lambda t: t.number)
+            assert "fixed_params" in trials[0].system_attrs          # the enqueued default
+            assert "fixed_params" not in trials[1].system_attrs
+            sampled.append(trials[1].params)
+        assert sampled[0] != sampled[1], (method, sampled)
+
+
+def test_repeats_rerun_the_selected_config_with_new_seeds(methods_search):
+    exp, _ = methods_search
+    summary = json.loads((exp / "summary.json").read_text())
+    for name, study in summary["studies"].items():
+        best = study["search"]["best"]
+        repeats = study["repeats"]["trial_list"]
+        assert sorted(t["repeat"] for t in repeats) == list(range(1, REPEATS + 1))
+        assert all(t["status"] == "finished" for t in repeats)
+        seeds = set()
+        for t in repeats:
+            cfg = _config(exp / "trials" / name / t["trial_id"])
+            assert (cfg["seed"], cfg["mask_seed"]) == (t["repeat"], t["repeat"])
+            seeds.add(cfg["seed"])
+            for key, value in best["params"].items():     # the selected config, re-run
+                assert cfg[key] == pytest.approx(value)
+        assert len(seeds) == REPEATS
+
+
+def test_summary_statistics_and_paired_differences_match_the_trials_files(methods_search):
+    exp, _ = methods_search
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["reference_method"] == "pu_mlc"
+    for task in TASKS:
+        per_method = {}
+        for method in METHODS:
+            values = {}
+            for trial_dir in _trial_dirs(exp, f"{task}.{method}"):
+                cfg = _config(trial_dir)
+                if cfg["mask_seed"]:                          # a repeat trial
+                    values[cfg["mask_seed"]] = _metrics(trial_dir)["result"]["test_mAP"]
+            per_method[method] = values
+            recorded = summary["tasks"][task]["methods"][method]
+            mean = sum(values.values()) / len(values)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values.values()) / (len(values) - 1))
+            assert recorded["test_mAP_mean"] == pytest.approx(mean, abs=1e-9)
+            assert recorded["test_mAP_sd"] == pytest.approx(sd, abs=1e-9)
+            assert recorded["n"] == REPEATS
+        diffs = [per_method["pu_mlc"][r] - per_method["partial_bce"][r]
+                 for r in range(1, REPEATS + 1)]
+        paired = summary["tasks"][task]["paired_differences"]["partial_bce"]
+        assert paired["reference"] == "pu_mlc" and paired["n"] == REPEATS
+        assert [paired["per_repeat"][str(r)] for r in range(1, REPEATS + 1)] == \
+            pytest.approx(diffs, abs=1e-9)
+        assert paired["mean"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-9)
+
+
+def test_the_printed_summary_leads_with_test_map_per_method(methods_search):
+    exp, proc = methods_search
+    summary = json.loads((exp / "summary.json").read_text())
+    out = proc.stdout
+    assert "val mAP on 10%-known labels" in out and "val mAP on 100%-known labels" in out
+    for task in TASKS:
+        for method in METHODS:
+            r = summary["tasks"][task]["methods"][method]
+            assert f"{method}" in out and f"test mAP {r['test_mAP_mean']:.2f} ± " in out
+        d = summary["tasks"][task]["paired_differences"]["partial_bce"]
+        assert "pu_mlc - partial_bce" in out and f"{d['mean']:.2f}" in out
+
+
+def test_export_has_one_folder_per_study_and_method_prob_seed_columns(methods_search):
+    exp, _ = methods_search
+    best = json.loads((exp / "exports" / "best.json").read_text())
+    assert set(best) == {f"{t}.{m}" for t in TASKS for m in METHODS}
+    for name, entry in best.items():
+        task, method = name.split(".")
+        assert (entry["task"], entry["method"], entry["prob"]) == (task, method, TASKS[task])
+        assert entry["mask_seed"] == 0                    # selected in the search (seed-0 mask)
+        assert (exp / "exports" / name / "best_config.yaml").exists()
+    with (exp / "exports" / "all_trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(best) * (TRIALS + REPEATS)
+    for row in rows:
+        assert row["method"] in METHODS and float(row["prob"]) == TASKS[row["task"]]
+        assert row["stage"] in ("search", "repeats")
+        assert (row["mask_seed"] == "0") == (row["stage"] == "search")
+
+
+def test_no_placement_group_or_actor_outlives_its_trial(methods_search):
+    """16 trials through 2 slots: whenever a trial starts or ends, the cluster holds the
+    placement groups and actors of at most the 2 trials that run, never an earlier trial's;
+    Ray's worker memory does not grow trial after trial."""
+    exp, _ = methods_search
+    records = []
+    for path in sorted((exp / "usage").glob("*.jsonl")):
+        records += [json.loads(line) for line in path.read_text().splitlines()]
+    records.sort(key=lambda r: r["time"])
+    starts = [r for r in records if r["event"] == "start"]
+    trials = len(TASKS) * len(METHODS) * (TRIALS + REPEATS)
+    assert len(starts) == trials and len(records) == 2 * trials    # a start and an end each
+    slots, workers = 2, 1
+    for r in records:
+        assert r["actors_alive"] is not None, r.get("actors_error")   # the State API answered
+        actors = r["actors_alive_by_class"]
+        # per running trial: Tune's placement group (its driver) and Ray Train's (its workers)
+        assert r["placement_groups_created"] <= 2 * slots, r
+        assert actors.get("ImplicitFunc", 0) <= slots, r              # Tune trainables
+        assert actors.get("TrainController", 0) <= slots, r
+        assert actors.get("RayTrainWorker", 0) <= slots * workers, r
+    rss = [r["ray_worker_rss_mib"] for r in starts]
+    early, late = max(rss[:4]), max(rss[-4:])
+    print(f"Ray worker RSS at the {len(rss)} trial starts (MiB): {rss}; placement groups "
+          f"created max {max(r['placement_groups_created'] for r in records)}, pending max "
+          f"{max(r['placement_groups_pending'] for r in records)}; actors alive max "
+          f"{max(r['actors_alive'] for r in records)}")
+    assert late <= 1.2 * early, (early, late)       # no growth trial over trial
+
+
+def test_export_of_a_partial_experiment_says_which_studies_are_unfinished(methods_search,
+                                                                          tmp_path):
+    import shutil
+
+    from ray_helpers import run_entry
+
+    exp, _ = methods_search
+    partial = tmp_path / "partial"
+    shutil.copytree(exp, partial, symlinks=True)
+    (partial / "tune" / "p10.partial_bce" / ".pu_mlc_done").unlink()
+    proc = run_entry(["export", str(partial)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "partial experiment: 1 stud(y/ies) unfinished (p10.partial_bce)" in proc.stdout

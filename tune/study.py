@@ -1,0 +1,460 @@
+"""One study (a task x method pair): its search stage and its repeats stage, each a Ray Tune
+experiment. Both functions run inside a Ray task (``ray.remote(num_cpus=0)``) started by
+:mod:`tune.search`, so every study of an experiment drives its own ``Tuner`` at the same time and
+their trials queue for the same cluster resources (Ray's scheduler, not ours, decides which
+trial runs next).
+
+- **search**: OptunaSearch (the study's own seed, its first trial and any warm-start configs
+  evaluated first) + ASHA per study (mAP scales differ between tasks and methods), over the
+  study's own searched fields only.
+- **repeats**: the selected config re-run with ``budget.repeats`` new seeds (training ``seed`` and
+  label-mask ``mask_seed`` = the repeat number, the same numbers for every method so results
+  pair up); a grid of Ray trials, resumable like the search.
+
+A stage that finished is marked by ``.pu_mlc_done`` in its Tune folder (holding the stage's
+outcome); ``--resume`` returns it, restores an interrupted stage (running trials continue from
+their last checkpoint, finished ones are not re-run) and starts a stage that never began.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ray.tune import Callback
+from ray.tune.search.optuna import OptunaSearch
+
+from .cluster import TRIAL_SLOT
+from .space import SearchSpec, Study
+from .trial import (REPEAT_KEY, WORST_SCORE, _first_line, mark_trial_status,
+                    prune_stale_checkpoints, read_metrics, run_trial)
+
+log = logging.getLogger(__name__)
+
+DONE_MARKER = ".pu_mlc_done"
+METRIC = "best_score"
+STAGES = ("search", "repeats")
+
+
+def open_study_storage(url: str):
+    """Optuna's RDB storage for ``url``. Several studies write to it at once from their own
+    processes: with SQLite, wait for the file lock (up to a minute) instead of failing at once.
+    The driver opens it once before any study starts, so the schema is created by one
+    process (concurrent first opens race on it)."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def stage_dir(spec: SearchSpec, study: Study, stage: str) -> Path:
+    """Tune's experiment folder of a study's stage: ``tune/<study>`` or ``tune_repeats/<study>``."""
+    return spec.experiment_dir / ("tune" if stage == "search" else "tune_repeats") / study.name
+
+
+def study_name_in_optuna(spec: SearchSpec, study: Study) -> str:
+    return f"{spec.name}.{study.name}"
+
+
+def drive_search(spec: SearchSpec, study: Study, resume: bool, warm_points: list[dict],
+                 slots: int, use_slot_resource: bool) -> dict:
+    """Run (or resume) the search stage of ``study``; return its outcome (plain data)."""
+    from ray import tune
+
+    _quiet_worker_logging()
+    path = stage_dir(spec, study, "search")
+    done = path / DONE_MARKER
+    if resume and done.exists():
+        return json.loads(done.read_text())
+    trainable = _trainable(spec, study, use_slot_resource)
+    t0 = time.time()
+    if resume and tune.Tuner.can_restore(str(path)):
+        log.info("study %s: restoring its interrupted search from %s", study.name, path)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        # warm-start configs first (the neighbours' best), then the method's default
+        points = []
+        for point in [*warm_points, dict(study.first_trial) if study.search else {}]:
+            if point and point not in points:
+                points.append(point)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={name: dist.to_tune() for name, dist in study.search.items()},
+            tune_config=_search_tune_config(spec, study, points, slots),
+            run_config=_run_config(spec, study, "search"))
+    grid = tuner.fit()
+    outcome = stage_outcome(spec, study, grid, time.time() - t0, stage="search")
+    outcome["warm_start"] = warm_points
+    outcome["optuna"] = settle_optuna_study(spec, study)
+    done.write_text(json.dumps(outcome, indent=2))
+    return outcome
+
+
+def drive_repeats(spec: SearchSpec, study: Study, best_params: dict, resume: bool,
+                  slots: int, use_slot_resource: bool) -> dict:
+    """Run (or resume) the repeats of ``study``'s selected config; return their outcome."""
+    from ray import tune
+
+    _quiet_worker_logging()
+    path = stage_dir(spec, study, "repeats")
+    done = path / DONE_MARKER
+    if resume and done.exists():
+        return json.loads(done.read_text())
+    trainable = _trainable(spec, study, use_slot_resource)
+    t0 = time.time()
+    if resume and tune.Tuner.can_restore(str(path)):
+        log.info("study %s: restoring its interrupted repeats from %s", study.name, path)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        space = {**best_params,
+                 REPEAT_KEY: tune.grid_search(list(range(1, spec.repeats + 1)))}
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode="max", num_samples=1,
+                max_concurrent_trials=min(slots, spec.repeats),
+                trial_name_creator=lambda t: f"{study.name}_{t.trial_id}",
+                trial_dirname_creator=lambda t: f"{study.name}_{t.trial_id}"),
+            run_config=_run_config(spec, study, "repeats"))
+    grid = tuner.fit()
+    outcome = stage_outcome(spec, study, grid, time.time() - t0, stage="repeats")
+    outcome["params"] = best_params
+    done.write_text(json.dumps(outcome, indent=2))
+    return outcome
+
+
+def _quiet_worker_logging() -> None:
+    """Ray task processes log at WARNING by default; the study's progress lines are INFO.
+    Tune's own CSV/JSON/TensorBoard loggers stay off: the experiment has one TensorBoard tree
+    (``tensorboard/``, written by the trials) and no second one, nor a hint pointing into Tune's
+    staging folders."""
+    import os
+
+    from pu_mlc.cli import setup_logging
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    setup_logging()
+
+
+def _trainable(spec: SearchSpec, study: Study, use_slot_resource: bool):
+    """The study's Tune trainable: :func:`run_trial` bound to this study, under a name of its
+    own. Not ``tune.with_parameters``: it keys the bound values (and Tune keys the trainable)
+    by the function's name in a registry shared by the whole Ray job, so studies driven at the
+    same time would run each other's configs."""
+    from ray import tune
+
+    r = spec.resources
+    bound = dict(task_name=study.name, base=study.base,
+                 experiment_dir=str(spec.experiment_dir),
+                 resources={"num_workers": r.num_workers, "use_gpu": r.use_gpu,
+                            "cpus_per_worker": r.cpus_per_worker,
+                            "gpus_per_worker": r.gpus_per_worker,
+                            "max_failures": r.max_failures},
+                 hparam_keys=sorted(study.search),
+                 labels={"task": study.task, "method": study.method})
+
+    def study_trial(params: dict) -> None:
+        run_trial(params, **bound)
+
+    study_trial.__name__ = study_trial.__qualname__ = \
+        "pu_mlc_" + re.sub(r"[^A-Za-z0-9_]", "_", f"{spec.name}__{study.name}")
+    request: dict[str, float] = {"CPU": r.driver_cpus}
+    if use_slot_resource:
+        request[TRIAL_SLOT] = 1
+    return tune.with_resources(study_trial, request)
+
+
+def _run_config(spec: SearchSpec, study: Study, stage: str):
+    from ray import tune
+
+    path = stage_dir(spec, study, stage)
+    return tune.RunConfig(name=study.name, storage_path=str(path.parent),
+                          failure_config=tune.FailureConfig(max_failures=0),
+                          callbacks=[TrialStatusCallback(str(spec.experiment_dir), study.name),
+                                     ClusterUsageCallback(str(spec.experiment_dir), study.name,
+                                                          stage)],
+                          verbose=1)
+
+
+def _search_tune_config(spec: SearchSpec, study: Study, points: list[dict], slots: int):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    search = StudyOptunaSearch(
+        metric=METRIC, mode="max", seed=study.sampler_seed,
+        storage=open_study_storage(spec.study_storage),
+        study_name=study_name_in_optuna(spec, study), points_to_evaluate=points or None,
+        max_epochs=spec.max_epochs(study))
+    max_t = spec.max_epochs(study)
+    if spec.scheduler == "asha" and max_t > spec.grace_period:
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t,
+                                  grace_period=spec.grace_period,
+                                  reduction_factor=spec.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.TuneConfig(metric=METRIC, mode="max", search_alg=search, scheduler=scheduler,
+                           num_samples=spec.trials_per_task,
+                           max_concurrent_trials=min(slots, spec.trials_per_task),
+                           trial_name_creator=lambda t: f"{study.name}_{t.trial_id}",
+                           trial_dirname_creator=lambda t: f"{study.name}_{t.trial_id}")
+
+
+# ------------------------------------------------------------------------------- outcomes
+def _trial_id(study: Study, result) -> Optional[str]:
+    m = result.metrics or {}
+    if m.get("trial_id"):
+        return m["trial_id"]
+    name = Path(result.path).name if result.path else ""
+    prefix = f"{study.name}_"
+    return name[len(prefix):] if name.startswith(prefix) else None
+
+
+def stage_outcome(spec: SearchSpec, study: Study, grid, seconds: float, stage: str) -> dict:
+    """What a stage produced, from Tune's results and each trial's own ``metrics.json``."""
+    trials = []
+    for result in grid:
+        m = result.metrics or {}
+        trial_id = _trial_id(study, result)
+        out = spec.experiment_dir / "trials" / study.name / str(trial_id)
+        if trial_id is not None:
+            _settle_status(out, error=result.error, last_epoch=m.get("epoch"))
+            # a trial the scheduler stopped had no driver left to do it
+            prune_stale_checkpoints(spec.experiment_dir / "ray_train"
+                                    / f"{study.name}-{trial_id}")
+        metrics = (read_metrics(out) or {}) if trial_id is not None else {}
+        status = metrics.get("status")
+        if result.error and status not in ("failed", "diverged"):
+            status = "failed"
+        diverged = bool(m.get("diverged")) or status == "diverged"
+        recorded = metrics.get("result") or {}
+        config = result.config or {}
+        trials.append({
+            "trial_id": trial_id, "epochs": m.get("epoch"), "status": status,
+            "best_score": m.get(METRIC), "selected_test_mAP": recorded.get(
+                "test_mAP", m.get("selected_test_mAP")),
+            "diverged": diverged, "error": str(result.error) if result.error else None,
+            "params": {k: v for k, v in config.items() if k in study.search},
+            "repeat": config.get(REPEAT_KEY), "seconds": m.get("time_total_s")})
+    ok = [t for t in trials if t["best_score"] is not None and not t["diverged"]]
+    best = max(ok, key=lambda t: t["best_score"]) if ok else None
+    count = {s: sum(1 for t in trials if t["status"] == s)
+             for s in ("finished", "stopped_by_scheduler", "failed", "diverged")}
+    return {"study": study.name, "task": study.task, "method": study.method,
+            "prob": study.prob, "stage": stage, "trials": len(trials), **count,
+            "errored": sum(1 for t in trials if t["error"]), "best": best,
+            "trial_list": trials, "wall_seconds": seconds}
+
+
+def _settle_status(out: Path, error: Optional[BaseException], last_epoch=None) -> None:
+    """Give a trial that ended without the engine saying how its final status: an error is
+    ``failed``; a trial that ended early without one was stopped by the scheduler."""
+    if error is not None:
+        mark_trial_status(out, "failed", _first_line(error),
+                          overwrite=("running", "stopped", "interrupted", None),
+                          epoch=last_epoch)
+    else:
+        mark_trial_status(out, "stopped_by_scheduler",
+                          "stopped early by the scheduler (ASHA)"
+                          + (f" after epoch {last_epoch}" if last_epoch else ""),
+                          overwrite=("running", "stopped", "interrupted"), epoch=last_epoch)
+
+
+class TrialStatusCallback(Callback):
+    """Marks a trial's ``metrics.json`` as soon as Tune ends it (the stage settles every trial
+    again when it ends, in case a stopped trial's worker wrote once more)."""
+
+    def __init__(self, experiment_dir: str, study: str) -> None:
+        self.experiment_dir = experiment_dir
+        self.study = study
+
+    def _out(self, trial) -> Path:
+        return Path(self.experiment_dir) / "trials" / self.study / trial.trial_id
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        _settle_status(self._out(trial), None, (trial.last_result or {}).get("epoch"))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        mark_trial_status(self._out(trial), "failed",
+                          f"the trial errored (Ray Tune); see {trial.local_path}/error.txt"
+                          if getattr(trial, "local_path", None) else "the trial errored",
+                          overwrite=("running", "stopped", "interrupted", None),
+                          epoch=(trial.last_result or {}).get("epoch"))
+
+
+class ClusterUsageCallback(Callback):
+    """Appends a line to ``usage/<study>.<stage>.jsonl`` whenever a trial of the study starts or
+    ends: the cluster's live placement groups and actors, its free CPUs and trial slots, and
+    the memory of this machine's Ray worker processes. A search that leaks (placement groups
+    or actors left by finished trials, memory growing trial after trial) shows it here."""
+
+    def __init__(self, experiment_dir: str, study: str, stage: str) -> None:
+        self.path = Path(experiment_dir) / "usage" / f"{study}.{stage}.jsonl"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._record("start", trial, trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record("end", trial, trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._record("error", trial, trials)
+
+    def _record(self, event: str, trial, trials) -> None:
+        try:
+            line = {"time": time.time(), "event": event, "trial_id": trial.trial_id,
+                    "running_in_study": sum(t.status == "RUNNING" for t in trials),
+                    **cluster_usage()}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+        except Exception as err:          # a diagnostic never stops a search
+            log.warning("usage record of trial %s skipped: %s: %s", trial.trial_id,
+                        type(err).__name__, err)
+
+
+def cluster_usage() -> dict[str, Any]:
+    """Live placement groups and actors of the cluster, its free resources, and the resident
+    memory of this machine's Ray worker processes (``ray::*``)."""
+    import psutil
+    import ray
+
+    out: dict[str, Any] = {}
+    states = [pg.get("state") for pg in ray.util.placement_group_table().values()]
+    # CREATED ones hold resources; PENDING ones are trials queued for a slot
+    out["placement_groups_created"] = states.count("CREATED")
+    out["placement_groups_pending"] = sum(s not in ("CREATED", "REMOVED") for s in states)
+    try:
+        from ray.util.state import list_actors
+
+        # this cluster's, by its address (without one the State API looks for any Ray on the
+        # host and refuses when it finds two)
+        alive = list_actors(address=ray.get_runtime_context().gcs_address,
+                            filters=[("state", "=", "ALIVE")], limit=10_000)
+        out["actors_alive"] = len(alive)
+        out["actors_alive_by_class"] = {}
+        for actor in alive:
+            name = (getattr(actor, "class_name", None) or "?").rsplit(".", 1)[-1]
+            out["actors_alive_by_class"][name] = out["actors_alive_by_class"].get(name, 0) + 1
+    except Exception as err:          # no dashboard (State API) on this cluster
+        out["actors_alive"] = None
+        out["actors_error"] = str(err)[:200]
+    free = ray.available_resources()
+    out["cpus_free"] = free.get("CPU", 0.0)
+    out["trial_slots_free"] = free.get(TRIAL_SLOT)
+    rss, count = 0, 0
+    for proc in _this_nodes_workers(psutil):
+        try:
+            cmd = proc.cmdline()
+            if cmd and cmd[0].startswith("ray::"):
+                rss += proc.memory_info().rss
+                count += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    out["ray_worker_processes"] = count
+    out["ray_worker_rss_mib"] = round(rss / 2 ** 20, 1)
+    return out
+
+
+def _this_nodes_workers(psutil) -> list:
+    """The worker processes of this Ray node: the children of the raylet that started this
+    process (the study's task), not those of another Ray instance on the same host."""
+    import os
+
+    try:
+        parent = psutil.Process(os.getppid())
+        if "raylet" in parent.name():
+            return parent.children(recursive=True)
+    except psutil.Error:
+        pass
+    return list(psutil.process_iter())
+
+
+# --------------------------------------------------------------------------------- Optuna
+class StudyOptunaSearch(OptunaSearch):
+    """OptunaSearch that keeps the Optuna study honest about what each Ray trial was:
+
+    - a trial the scheduler stopped before its last epoch is PRUNED (its value is its last
+      reported score), not COMPLETE;
+    - a diverged trial is COMPLETE with the worst score and ``diverged_reason`` (the sampler
+      learns that region is bad; a FAIL would teach it nothing);
+    - every trial carries the Ray trial id, the epochs it ran and its selected test mAP;
+    - intermediate values are reported per epoch (Tune's iteration counter restarts after a
+      restore).
+    """
+
+    def __init__(self, *args, max_epochs: Optional[int] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials or \
+                result.get(self.metric) is None:
+            return
+        step = int(result.get("epoch") or result.get("training_iteration") or 0)
+        try:
+            ot_trial.report(float(result[self.metric]), step)
+        except Exception as err:           # a repeated step after a restore: keep the first
+            log.debug("optuna report skipped: %s", err)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None,
+                          error: bool = False):
+        from optuna.trial import TrialState
+
+        ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
+        if ot_trial is None or trial_id in getattr(self, "_completed_trials", set()):
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        result = dict(result or {})
+        self._note(ot_trial, "ray_trial_id", trial_id)
+        if result.get("epoch") is not None:
+            self._note(ot_trial, "epochs", int(result["epoch"]))
+        if result.get("selected_test_mAP") is not None:
+            self._note(ot_trial, "selected_test_mAP", float(result["selected_test_mAP"]))
+        if result.get("diverged"):
+            self._note(ot_trial, "diverged", True)
+            self._note(ot_trial, "diverged_reason", str(result.get("diverged_reason")))
+            if result.get(METRIC) is None:
+                result[METRIC] = WORST_SCORE
+        elif (not error and self.max_epochs is not None and result.get(METRIC) is not None
+              and int(result.get("epoch") or 0) < self.max_epochs):
+            self._note(ot_trial, "stopped_by_scheduler", True)
+            try:
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            except Exception as err:
+                log.warning("could not mark trial %s pruned in Optuna: %s", trial_id, err)
+            self._completed_trials.add(trial_id)
+            return None
+        return super().on_trial_complete(trial_id, result=result, error=error)
+
+    @staticmethod
+    def _note(ot_trial, key: str, value: Any) -> None:
+        try:
+            ot_trial.set_user_attr(key, value)
+        except Exception as err:  # never lose the result over a note
+            log.warning("could not record %s in the Optuna study: %s", key, err)
+
+
+def settle_optuna_study(spec: SearchSpec, study: Study) -> dict:
+    """Once a study's Tuner is done, no Optuna trial may stay RUNNING: a trial the sampler
+    proposed just before a driver was killed, and that Tune never ran (the restored searcher
+    did not know it), is marked FAIL with ``orphaned: true``. Returns the study's counts."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = open_study_storage(spec.study_storage)
+    ot_study = optuna.load_study(study_name=study_name_in_optuna(spec, study), storage=storage)
+    for trial in ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "orphaned", True)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        log.warning("study %s: Optuna trial %d was proposed but never run (driver killed "
+                    "before Tune recorded it); marked FAIL", study.name, trial.number)
+    counts: dict[str, int] = {}
+    for trial in ot_study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
