@@ -25,7 +25,7 @@ from limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.e2e
 TASKS = ("mlc_full", "mlc_pl10")
-TRIALS = 3
+TRIALS = 2
 
 
 @pytest.fixture(scope="module")
