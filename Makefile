@@ -12,7 +12,7 @@ demo: setup
 	$(PY) train_entry.py demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not e2e"
