@@ -25,6 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import builders  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_word_vector_cache(tmp_path_factory):
+    """The GloVe class-vector cache of this session (inherited by every subprocess and Ray
+    worker the tests start), so no test reads or fills the user's ``~/.cache/pu-mlc``."""
+    import os
+
+    os.environ["PU_MLC_CACHE_DIR"] = str(tmp_path_factory.mktemp("pu_mlc_cache"))
+    yield
+    os.environ.pop("PU_MLC_CACHE_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def fashion_mnist_dir() -> Path:
     return builders.FASHION_MNIST_DIR

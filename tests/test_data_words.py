@@ -266,3 +266,37 @@ def test_the_coco_reader_gives_the_published_row_order_from_a_shuffled_category_
     assert split.class_names == COCO2014_CLASSES
     assert split.labels[0, -1] == 1                                # id 90 = toothbrush
     assert class_word_vectors(split.class_names, dataset="COCO2014").shape == (80, 300)
+
+
+def test_glove_class_vectors_are_cached_per_user_and_equal_the_computed_ones(
+        tmp_path, monkeypatch, caplog):
+    from pu_mlc.data import words as words_module
+
+    monkeypatch.setenv("PU_MLC_CACHE_DIR", str(tmp_path / "cache"))
+    names = ["dog", "dining table", "t-shirt"]
+    computed, complete = words_module._glove_vectors_uncached(names)
+    assert complete
+    first = words_module._glove_vectors(names)
+    assert np.array_equal(first, computed)
+    assert len(list((tmp_path / "cache").glob("glove50-*.npy"))) == 1
+
+    def no_table():
+        raise AssertionError("the GloVe table was read despite the cache")
+
+    monkeypatch.setattr(words_module, "glove_table", no_table)
+    assert np.array_equal(words_module._glove_vectors(names), computed)
+    # another class list is another entry (and needs the table)
+    with pytest.raises(AssertionError, match="despite the cache"):
+        words_module._glove_vectors(["dog", "cat"])
+
+
+def test_names_with_unknown_words_are_not_cached_so_they_warn_every_time(tmp_path,
+                                                                         monkeypatch, caplog):
+    from pu_mlc.data import words as words_module
+
+    monkeypatch.setenv("PU_MLC_CACHE_DIR", str(tmp_path / "cache"))
+    for _ in range(2):
+        caplog.clear()
+        words_module._glove_vectors(["dog", "zqxjvbnm"])
+        assert "not in GloVe 6B" in caplog.text
+    assert not list((tmp_path / "cache").glob("glove50-*.npy"))

@@ -236,10 +236,80 @@ def _check_class_order(class_names: Sequence[str], dataset: str, entry: Publishe
 
 
 def _glove_vectors(class_names: Sequence[str]) -> np.ndarray:
+    """Mean GloVe vector of each class name's words. Reading the 400k-word index takes seconds
+    in every process (every DDP worker of every trial), so vectors whose words are all known are
+    kept in a small per-user cache keyed by the class names and the installed GloVe files."""
+    key = _glove_cache_key(class_names)
+    cached = _read_cached(key)
+    if cached is not None and cached.shape[0] == len(class_names):
+        return cached
+    out, complete = _glove_vectors_uncached(class_names)
+    if complete:                       # names with unknown words warn again on every run
+        _write_cached(key, out)
+    return out
+
+
+def glove_cache_dir() -> Path:
+    """``$PU_MLC_CACHE_DIR``, else ``$XDG_CACHE_HOME/pu-mlc``, else ``~/.cache/pu-mlc``."""
+    import os
+
+    if os.environ.get("PU_MLC_CACHE_DIR"):
+        return Path(os.environ["PU_MLC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pu-mlc"
+
+
+def _glove_cache_key(class_names: Sequence[str]) -> Optional[str]:
+    spec = importlib.util.find_spec(GLOVE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None                    # glove_table() explains what is missing
+    base = Path(list(spec.submodule_search_locations)[0])
+    h = hashlib.sha256()
+    for p in (base / GLOVE_VECTORS, base / GLOVE_INDEX):
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    h.update("\x00".join(class_names).encode())
+    return h.hexdigest()[:32]
+
+
+def _read_cached(key: Optional[str]) -> Optional[np.ndarray]:
+    if key is None:
+        return None
+    try:
+        arr = np.load(glove_cache_dir() / f"glove50-{key}.npy", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return arr.astype(np.float32) if arr.ndim == 2 and np.isfinite(arr).all() else None
+
+
+def _write_cached(key: Optional[str], arr: np.ndarray) -> None:
+    if key is None:
+        return
+    import os
+    import tempfile
+
+    try:
+        folder = glove_cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, folder / f"glove50-{key}.npy")     # atomic: readers never see half
+    except OSError as err:             # read-only home: compute every time
+        log.debug("GloVe vector cache not written: %s", err)
+
+
+def _glove_vectors_uncached(class_names: Sequence[str]) -> tuple[np.ndarray, bool]:
+    """(vectors, whether every class had all its words in GloVe)."""
+    complete = True
     vectors, index = glove_table()
     out = np.zeros((len(class_names), vectors.shape[1]), dtype=np.float32)
     for c, name in enumerate(class_names):
         words, unknown = class_words(name, index)
+        complete = complete and not unknown
         for w in unknown:
             log.warning("class %r: word %r is not in GloVe 6B; left out of its vector", name, w)
         if words:
@@ -248,7 +318,8 @@ def _glove_vectors(class_names: Sequence[str]) -> np.ndarray:
             log.warning("class %r: no word of the name is in GloVe 6B; using a fixed random "
                         "vector seeded by the name (or pass --word-vectors FILE.npy)", name)
             out[c] = fallback_vector(name, vectors.shape[1])
-    return out
+            complete = False
+    return out, complete
 
 
 def _file_vectors(path: Path, num_classes: int) -> np.ndarray:

@@ -1,0 +1,64 @@
+"""What the Optuna study records for each kind of Ray trial ending (tune/study.py
+``StudyOptunaSearch``), on a real in-memory Optuna study driven through Ray Tune's searcher API."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray import tune
+
+from tune.study import StudyOptunaSearch
+
+MAX_EPOCHS = 3
+
+
+def searcher() -> tuple[StudyOptunaSearch, optuna.Study]:
+    study = optuna.create_study(direction="maximize", study_name="s",
+                                storage=optuna.storages.InMemoryStorage())
+    search = StudyOptunaSearch(space={"alpha": tune.uniform(0.5, 4.0)}, metric="best_score",
+                               mode="max", seed=0, max_epochs=MAX_EPOCHS)
+    search._ot_study = study                    # the storage the search writes into
+    return search, study
+
+
+def run(search: StudyOptunaSearch, trial_id: str, scores: list[float], **final):
+    assert search.suggest(trial_id) is not None
+    for epoch, score in enumerate(scores, start=1):
+        search.on_trial_result(trial_id, {"best_score": score, "epoch": epoch,
+                                          "training_iteration": epoch})
+    last = {"best_score": max(scores) if scores else None, "epoch": len(scores),
+            "selected_test_mAP": 40.0 + len(scores), **final}
+    search.on_trial_complete(trial_id, result=last, error=final.pop("error", False))
+
+
+def test_each_ending_is_recorded_honestly():
+    search, study = searcher()
+    run(search, "finished", [30.0, 35.0, 36.0])
+    run(search, "stopped", [20.0])                            # ASHA stopped it after epoch 1
+    run(search, "diverged", [10.0], diverged=1, diverged_reason="loss nan at step 3",
+        best_score=None)
+    search.suggest("errored")
+    search.on_trial_complete("errored", result=None, error=True)
+    by_id = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
+    assert by_id["finished"].state == TrialState.COMPLETE and by_id["finished"].value == 36.0
+    assert by_id["finished"].user_attrs == {"ray_trial_id": "finished", "epochs": 3,
+                                            "selected_test_mAP": 43.0}
+    # stopped early by the scheduler: PRUNED, its value the last reported score
+    assert by_id["stopped"].state == TrialState.PRUNED and by_id["stopped"].value == 20.0
+    assert by_id["stopped"].user_attrs["stopped_by_scheduler"] is True
+    assert by_id["stopped"].intermediate_values == {1: 20.0}
+    # diverged: COMPLETE with the worst score, so the sampler learns the region is bad
+    assert by_id["diverged"].state == TrialState.COMPLETE and by_id["diverged"].value == 0.0
+    assert by_id["diverged"].user_attrs["diverged_reason"] == "loss nan at step 3"
+    errored = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(errored) == 1
+    # intermediate values are per epoch
+    assert by_id["finished"].intermediate_values == {1: 30.0, 2: 35.0, 3: 36.0}
+
+
+def test_a_second_completion_of_the_same_trial_changes_nothing():
+    search, study = searcher()
+    run(search, "t", [30.0, 31.0, 32.0])
+    search.on_trial_complete("t", result={"best_score": 99.0, "epoch": 3})
+    assert [t.value for t in study.trials] == [32.0]
