@@ -114,7 +114,7 @@ def test_a_diverged_trial_is_a_completed_bad_trial_for_optuna_and_the_search_goe
         coco_format_root, tmp_path):
     storage = tmp_path / "experiments"
     exp = storage / "nan"
-    space = yaml.safe_load((REPO / "search_spaces" / "demo.yaml").read_text())
+    space = yaml.safe_load((REPO / "tests" / "spaces" / "pu_only.yaml").read_text())
     del space["fixed"]["lr"]                    # searched here, from a range that diverges
     space["search"] = {"lr": {"type": "loguniform", "low": 1.0e-5, "high": 1.0e6}}
     space["first_trial"] = {"lr": 1.0e6}
