@@ -1,6 +1,6 @@
 """The demo search, end to end, through a real local Ray cluster (Ray Tune + Optuna + Ray Train).
 
-One search (2 tasks x 3 trials, 2 gloo DDP workers per trial, ASHA) is run once for the module
+One search (2 tasks x 2 trials, 2 gloo DDP workers per trial, ASHA) is run once for the module
 through the real command line, with ``storage_path`` given as a ``file://`` URI; the tests read
 back what it left: trial statuses (Tune's and each trial's own ``metrics.json``), TensorBoard
 event files (with tensorboard's own reader), the Optuna study in SQLite, the exports, and that
@@ -33,7 +33,8 @@ def demo_search(coco_format_root, tmp_path_factory):
     storage = tmp_path_factory.mktemp("experiments")
     proc = run_entry(["search", "--space", "tests/spaces/pu_only.yaml",
                       *tiny_overrides(coco_format_root, storage, "e2e",
-                                      storage_path=f"file://{storage}")],
+                                      storage_path=f"file://{storage}",
+                                      **{"budget.trials_per_task": TRIALS})],
                      timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return storage / "e2e", proc
