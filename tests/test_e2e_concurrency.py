@@ -6,6 +6,7 @@ decides); both schedules must run every trial and record the figures they are co
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -29,7 +30,11 @@ def _search(coco_format_root, storage, name: str, concurrent_studies) -> dict:
                                          "scheduler.type": "none"})],
                      timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads((storage / name / "summary.json").read_text())
+    summary = json.loads((storage / name / "summary.json").read_text())
+    shutil.rmtree(storage / name / "ray_train", ignore_errors=True)     # ~1 GB of checkpoints
+    for ckpt in (storage / name / "trials").rglob("*.pt"):
+        ckpt.unlink()
+    return summary
 
 
 def test_slot_utilisation_of_concurrent_and_one_after_another_schedules(coco_format_root,
