@@ -326,12 +326,7 @@ def _parse_methods(raw: Any, where: str) -> list[dict]:
     for i, entry in enumerate(raw):
         key = f"{where}: methods[{i}]"
         entry = _mapping(entry, key, METHOD_KEYS)
-        _require("name" in entry, f"{key}: name is required")
-        mname = _expect(entry["name"], str, f"{key}.name")
-        _require(re.fullmatch(r"[A-Za-z0-9_-]+", mname) is not None,
-                 f"{key}.name = {mname!r} may only use letters, digits, '_' and '-'")
-        _require(mname not in names, f"{key}.name = {mname!r} is used twice")
-        names.add(mname)
+        mname = _unique_name(entry, key, names)
         key = f"{where}: method '{mname}'"
         out.append({"name": mname,
                     "fixed": _parse_fields(entry.get("fixed", {}) or {}, f"{key}.fixed",
@@ -340,6 +335,18 @@ def _parse_methods(raw: Any, where: str) -> list[dict]:
                     "first_trial": _parse_fields(entry.get("first_trial", {}) or {},
                                                  f"{key}.first_trial", NOT_SEARCHABLE)})
     return out
+
+
+def _unique_name(entry: dict, key: str, names: set[str]) -> str:
+    """The entry's ``name`` (a task's or a method's): present, a folder-safe string, not used
+    before in ``names`` (which it is added to)."""
+    _require("name" in entry, f"{key}: name is required")
+    name = _expect(entry["name"], str, f"{key}.name")
+    _require(re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None,
+             f"{key}.name = {name!r} may only use letters, digits, '_' and '-'")
+    _require(name not in names, f"{key}.name = {name!r} is used twice")
+    names.add(name)
+    return name
 
 
 def sampler_seed(seed: int, study: str) -> int:
@@ -545,12 +552,7 @@ def _parse_tasks(raw: Any, where: str, fixed: dict, first_trial: dict,
     for i, entry in enumerate(raw):
         key = f"{where}: tasks[{i}]"
         entry = _mapping(entry, key, {"name", "prob", "fixed", "first_trial"})
-        _require("name" in entry, f"{key}: name is required")
-        tname = _expect(entry["name"], str, f"{key}.name")
-        _require(re.fullmatch(r"[A-Za-z0-9_-]+", tname) is not None,
-                 f"{key}.name = {tname!r} may only use letters, digits, '_' and '-'")
-        _require(tname not in names, f"{key}.name = {tname!r} is used twice")
-        names.add(tname)
+        tname = _unique_name(entry, key, names)
         key = f"{where}: task '{tname}'"
         values = {**fixed, **_parse_fields(entry.get("fixed", {}) or {}, f"{key}.fixed",
                                            NOT_FIXABLE)}
