@@ -9,7 +9,8 @@ places exists in all of them (``tests/test_config.py`` checks the round trips).
 
 A ``TrainConfig`` is frozen and checked when it is made: every value is validated once, here,
 with a message naming the YAML key and the flag, and no later layer checks it again. Choice lists
-live in the modules that own them (losses, models, engine, data); this module only collects them.
+live in ``pu_mlc.choices`` (which imports nothing), so importing this module, as every process
+that unpickles a ``TrainConfig`` does, never imports torch.
 
 Epochs are counted one way: ``train_epochs`` epochs numbered 1..train_epochs in logs, TensorBoard,
 ASHA, ``metrics.json`` and checkpoints. The published ``--Stop_epoch N`` (epochs 0..N run) keeps
@@ -30,15 +31,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
-from .data.splits import DATASETS
-from .engine.data_setup import DATA_PIPELINES
-from .engine.distributed import DEVICES
-from .engine.precision import PRECISIONS
-from .engine.protocols import F1_MODES, PROTOCOLS
+from .choices import (DATA_PIPELINES, DATASETS, DEVICES, F1_MODES, HEADS, LGC_IMPLS, PRECISIONS,
+                      PROTOCOLS)
+from .choices import LOSS_NAMES as LOSSES
 from .errors import ConfigError, PUMLCError
-from .losses.factory import LOSS_NAMES as LOSSES
-from .models.heads import HEADS
-from .models.lgc import LGC_IMPLS
 
 #: Named bundles of field values; ``--preset NAME`` applies one below the explicit flags.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .data.splits import DATASETS
-from .engine.distributed import DEVICES
+from .choices import DATASETS, DEVICES
 from .engine.precision import PRECISIONS
 from .errors import ConfigError
 

@@ -3,6 +3,7 @@
 import dataclasses
 import pickle
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,9 +102,10 @@ def test_values_from_a_sampler_are_converted_to_the_field_types():
         TrainConfig(data="/d").updated({"batch_size": 2.5}, source="trial t1")
 
 
-def test_choice_lists_are_those_of_the_modules_that_own_them():
+def test_choice_lists_are_those_of_the_modules_that_use_them():
     from pu_mlc import config
-    from pu_mlc.data.splits import DATASETS
+    from pu_mlc.choices import DATASETS
+    from pu_mlc.losses.factory import _BUILDERS
     from pu_mlc.engine.precision import PRECISIONS
     from pu_mlc.engine.protocols import PROTOCOLS
     from pu_mlc.losses.factory import LOSS_NAMES
@@ -116,6 +118,20 @@ def test_choice_lists_are_those_of_the_modules_that_own_them():
     assert fields["protocol"].metadata["choices"] is PROTOCOLS
     assert fields["dataset"].metadata["choices"] is DATASETS
     assert config.LOSSES is LOSS_NAMES
+    assert tuple(_BUILDERS) == LOSS_NAMES
+
+
+def test_importing_the_config_imports_no_torch():
+    """Every Ray process that unpickles a TrainConfig imports this module (see pu_mlc.choices):
+    it must stay free of torch, torchvision and timm (seconds of CPU per trial otherwise)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pu_mlc.config, tune.trial; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 # --- epochs: counted one way, the published flag converted once -------------------------------

@@ -187,6 +187,8 @@ def test_no_placement_group_or_actor_outlives_its_trial(methods_search):
         assert actors.get("ImplicitFunc", 0) <= slots, r              # Tune trainables
         assert actors.get("TrainController", 0) <= slots, r
         assert actors.get("RayTrainWorker", 0) <= slots * workers, r
+        # a one-machine private cluster has nothing to preempt (tune/cluster.py): no watcher
+        assert actors.get("PreemptionWatcher", 0) == 0, r
     rss = [r["ray_worker_rss_mib"] for r in starts]
     early, late = max(rss[:4]), max(rss[-4:])
     print(f"Ray worker RSS at the {len(rss)} trial starts (MiB): {rss}; placement groups "

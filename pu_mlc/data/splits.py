@@ -20,9 +20,6 @@ from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
-#: Dataset names ``load_dataset`` reads (canonical spelling; matched case-insensitively).
-DATASETS = ("COCO2014", "VOC2007", "coco")
-
 
 @dataclass(frozen=True, eq=False)
 class Split:
@@ -81,7 +78,7 @@ def _readers() -> dict[str, Callable[[Path], dict[str, Split]]]:
 
 
 def load_dataset(dataset: str, root: Union[str, Path]) -> dict[str, Split]:
-    """Read the dataset ``dataset`` (a name of :data:`DATASETS`) found under ``root``.
+    """Read the dataset ``dataset`` (a name of :data:`pu_mlc.choices.DATASETS`) found under ``root``.
 
     Returns ``{'train': Split, 'test': Split}`` plus ``'val'`` when the dataset ships a validation
     split of its own (the ``coco`` layout with ``annotations/instances_val.json``). Annotation

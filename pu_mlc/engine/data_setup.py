@@ -38,14 +38,10 @@ from ..errors import ConfigError, DataError
 from ..metrics import ShardedEvalSampler
 from .distributed import DistContext
 
-if TYPE_CHECKING:                                       # the config collects DATA_PIPELINES
+if TYPE_CHECKING:                                       # the config imports this module's users
     from ..config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-#: Where images are decoded and augmented: PIL in loader processes (published), or tensors on the
-#: training device; 'auto' picks tensor on CUDA.
-DATA_PIPELINES = ("auto", "pil", "tensor")
 
 
 @dataclass

@@ -19,11 +19,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-
 log = logging.getLogger(__name__)
-
-#: Device preferences :func:`resolve_device` understands.
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ from typing import Optional
 
 import torch
 
-#: Precision names :func:`resolve_precision` understands ('auto' picks one per device).
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+from ..choices import PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,11 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import nn
 
+from ..choices import F1_MODES, PROTOCOLS
 from .distributed import DistContext
 from .evaluate import EvalTarget, predict, summarise
 from .precision import Precision
 from .selection import Selection
-
-#: Protocol names (the ``protocol`` field of a run).
-PROTOCOLS = ("paper", "honest")
-#: How OF1/CF1 are reported: at score 0.5, or each the best over the published threshold sweep.
-F1_MODES = ("fixed", "sweep")
 
 
 class Protocol:

@@ -13,6 +13,7 @@ from typing import Callable, Dict
 
 from torch import nn
 
+from ..choices import LOSS_NAMES as _CHOICES
 from .baselines import AssumeNegativeBCELoss, AsymmetricLoss, BCELoss, PartialBCELoss
 from .pu import PULoss
 
@@ -36,7 +37,10 @@ _BUILDERS: Dict[str, Callable[[_LossParams], nn.Module]] = {
 }
 
 #: Loss names accepted by :func:`build_loss` (and by the ``loss`` field of ``TrainConfig``).
-LOSS_NAMES = tuple(_BUILDERS)
+LOSS_NAMES = _CHOICES
+if tuple(_BUILDERS) != LOSS_NAMES:
+    raise ImportError(f"pu_mlc.choices.LOSS_NAMES {LOSS_NAMES} != the losses built here "
+                      f"{tuple(_BUILDERS)}: list a new loss in both")
 
 
 def build_loss(name: str, *, alpha: float = 1.0, gamma: float = 0.55,

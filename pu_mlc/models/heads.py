@@ -13,10 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..choices import HEADS
 from ..errors import ConfigError
 from .ssgrl import SSGRLHead
-
-HEADS = ("ssgrl", "linear")
 
 
 class LinearHead(nn.Module):

@@ -54,10 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..choices import LGC_IMPLS
 
 log = logging.getLogger(__name__)
 
-LGC_IMPLS = ("fast", "literal")
 NUM_HEADS = 8
 REDUCTION_RATIO = 4
 

@@ -1,0 +1,28 @@
+"""The names a ``TrainConfig`` field may take, in one module that imports nothing.
+
+Why here and not in the modules that use them: ``pu_mlc.config`` needs every list to validate a
+config, and ``TrainConfig`` is unpickled in processes that never train (the CLI, a study's Tune
+driver, each trial's Tune trainable and Ray Train controller). Reading the lists from the modules
+that implement them imported torch, torchvision and timm there: about 5 s of CPU per process,
+paid on every trial's critical path. The implementing modules import their list from here and
+check at import time that they implement exactly it (``LOSS_NAMES`` in ``losses.factory``).
+"""
+
+#: Dataset readers of ``pu_mlc.data.splits.load_dataset``.
+DATASETS = ("COCO2014", "VOC2007", "coco")
+#: Where images are decoded and augmented (``pu_mlc.engine.data_setup``).
+DATA_PIPELINES = ("auto", "pil", "tensor")
+#: ``pu_mlc.engine.distributed``.
+DEVICES = ("auto", "cpu", "cuda")
+#: ``pu_mlc.engine.precision``.
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+#: Model selection and reporting protocols (``pu_mlc.engine.protocols``).
+PROTOCOLS = ("paper", "honest")
+#: How OF1/CF1 are reported: at score 0.5, or each the best over the published threshold sweep.
+F1_MODES = ("fixed", "sweep")
+#: Losses of ``pu_mlc.losses.factory.build_loss``.
+LOSS_NAMES = ("pu", "bce", "partial_bce", "assume_negative_bce", "asl")
+#: Classifier heads (``pu_mlc.models.heads``).
+HEADS = ("ssgrl", "linear")
+#: Implementations of the local-global convolution (``pu_mlc.models.lgc``).
+LGC_IMPLS = ("fast", "literal")
