@@ -9,6 +9,7 @@ processes and no other.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -208,3 +209,22 @@ def session_hparams(hparams_content: dict) -> dict:
         kind = value.WhichOneof("kind")
         out[key] = getattr(value, kind)
     return out
+
+
+# ---------------------------------------------------------------------------------- Ray Train
+def registered_checkpoint_epoch(experiment: Path, study: str, trial_id: str) -> Optional[int]:
+    """The epoch of the checkpoint Ray Train's controller would restart this trial from (read
+    from the controller's own snapshot file), or None before it registered one.
+
+    A worker's report waits in its queue until the controller polls it (every 2 s, later on a
+    busy machine); a trial killed before that restarts from scratch, rightly. Tests that kill
+    a trial to see it continue from a checkpoint wait for this first."""
+    run_dir = experiment / "ray_train" / f"{study}-{trial_id}"      # tune/trial.py's run name
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+    except (OSError, json.JSONDecodeError):                 # not written yet, or being written
+        return None
+    name = latest.get("checkpoint_dir_name") or ""
+    return int(name.rsplit("_", 1)[-1]) if name.startswith("checkpoint_epoch_") else None
+

@@ -675,13 +675,13 @@ def test_an_output_dir_the_file_system_refuses_is_named_before_any_setup(
     import errno
     import types
 
-    from pu_mlc.engine import outputs
+    from pu_mlc import files
 
     def refuse(*args, **kwargs):
         code = getattr(errno, errno_name)
         raise OSError(code, os.strerror(code), kwargs.get("dir"))
 
-    monkeypatch.setattr(outputs, "tempfile", types.SimpleNamespace(mkstemp=refuse))
+    monkeypatch.setattr(files, "tempfile", types.SimpleNamespace(mkstemp=refuse))
     data_read = []
     monkeypatch.setattr(importlib.import_module("pu_mlc.engine.fit"), "prepare_run_data",
                         lambda *a, **k: data_read.append(1))
@@ -697,7 +697,7 @@ def test_an_output_dir_the_file_system_refuses_is_named_before_any_setup(
 
 
 def test_the_write_probe_leaves_nothing_behind(tmp_path):
-    from pu_mlc.engine.outputs import check_writable_dir
+    from pu_mlc.files import check_writable_dir
 
     (tmp_path / "a").mkdir()
     check_writable_dir(tmp_path / "a" / "b" / "c", "output dir (--output-dir)")

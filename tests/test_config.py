@@ -122,13 +122,14 @@ def test_choice_lists_are_those_of_the_modules_that_use_them():
 
 
 def test_importing_the_config_imports_no_torch():
-    """Every Ray process that unpickles a TrainConfig imports this module (see pu_mlc.choices):
-    it must stay free of torch, torchvision and timm (seconds of CPU per trial otherwise)."""
+    """Every Ray process that unpickles a TrainConfig imports this module (see pu_mlc.choices),
+    and a study's driver also marks trial outcomes (pu_mlc.files): they must stay free of torch,
+    torchvision and timm (seconds of CPU and half a GB per process otherwise)."""
     import subprocess
     import sys
 
-    code = ("import sys, pu_mlc.config, tune.trial; "
-            "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'ray') if m in sys.modules))")
+    code = ("import sys, pu_mlc.config, pu_mlc.files, tune.trial, tune.study, tune.export; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -15,15 +15,15 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
 import optuna
 import pytest
 import yaml
 
 import pu_mlc.errors
-from ray_helpers import (PYTHON, REPO, cmdline, descendants, new_marker, run_entry, search_env,
-                         stop_marked, tiny_overrides)
+from ray_helpers import (PYTHON, REPO, cmdline, descendants, new_marker,
+                         registered_checkpoint_epoch, run_entry, search_env, stop_marked,
+                         tiny_overrides)
 from tune.export import collect_trials
 from limits import HANG_GUARD_S
 
@@ -46,18 +46,6 @@ def _results(record: dict) -> dict:
 
 def _train_workers(root: int) -> list[int]:
     return [pid for pid in descendants(root) if cmdline(pid).startswith("ray::RayTrainWorker")]
-
-
-def _registered_checkpoint(exp: Path) -> Optional[str]:
-    """The checkpoint Ray Train's controller would restart from (its own snapshot file)."""
-    for snapshot in (exp / "ray_train").glob("*/checkpoint_manager_snapshot.json"):
-        try:
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-        except (OSError, json.JSONDecodeError):        # being written
-            continue
-        if latest and latest.get("checkpoint_dir_name"):
-            return str(latest["checkpoint_dir_name"])          # checkpoint_epoch_NNNN
-    return None
 
 
 def test_a_killed_ddp_worker_costs_no_trial_and_changes_no_result(coco_format_root, tmp_path):
@@ -84,14 +72,12 @@ def test_a_killed_ddp_worker_costs_no_trial_and_changes_no_result(coco_format_ro
                     else []
                 history = _metrics(dirs[0]).get("history", []) if len(dirs) == 1 else []
                 # kill while epoch 3 (or 4) runs, once Ray Train's controller has registered a
-                # checkpoint: a worker's report waits in its queue until the controller polls
-                # it (every 2 s, later on a busy machine); killed before that, Ray Train rightly
-                # restarts the trial from scratch, which is not what this test is about
-                registered = _registered_checkpoint(exp) if 2 <= len(history) < 4 else None
+                # checkpoint (before that, a restart rightly begins from scratch)
+                registered = registered_checkpoint_epoch(exp, TASK, dirs[0].name) \
+                    if 2 <= len(history) < 4 else None
                 workers = _train_workers(driver.pid) if registered else []
                 if workers:
-                    killed, at_epoch = workers[-1], len(history)
-                    registered_epoch = int(registered.rsplit("_", 1)[-1])
+                    killed, at_epoch, registered_epoch = workers[-1], len(history), registered
                     os.kill(killed, signal.SIGKILL)
                 time.sleep(0.2)
             rc = driver.wait(timeout=HANG_GUARD_S)

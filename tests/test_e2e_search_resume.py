@@ -18,8 +18,8 @@ import optuna
 import pytest
 import yaml
 
-from ray_helpers import (PYTHON, REPO, cmdline, new_marker, run_entry, search_env, stop_marked,
-                         tiny_overrides)
+from ray_helpers import (PYTHON, REPO, cmdline, new_marker, registered_checkpoint_epoch,
+                         run_entry, search_env, stop_marked, tiny_overrides)
 from tune.export import collect_trials
 from limits import HANG_GUARD_S
 
@@ -85,16 +85,19 @@ def _kill_when(args: list[str], ready: Callable[[], Optional[dict]]) -> dict:
 
 
 def _mid_stage(exp: Path, repeats: bool) -> Optional[dict]:
-    """One trial of the stage finished and the next one has run 2..EPOCHS-1 epochs (so its
-    epoch-1 checkpoint is surely persisted: Ray's report returns before epoch 2 starts)."""
+    """One trial of the stage finished and the next one has run 2..EPOCHS-1 epochs, with a
+    checkpoint Ray Train's controller has registered (a restart continues from it)."""
     dirs = [d for d in _trial_dirs(exp) if _is_repeat(d) == repeats]
     done = [d for d in dirs if _metrics(d).get("status") == "finished"
             and len(_history(d)) == EPOCHS]
-    running = [d for d in dirs if 2 <= len(_history(d)) < EPOCHS]
+    running = [(d, registered_checkpoint_epoch(exp, STUDY, d.name)) for d in dirs
+               if 2 <= len(_history(d)) < EPOCHS]
+    running = [(d, epoch) for d, epoch in running if epoch is not None]
     if done and running:
+        trial, registered = running[0]
         return {"finished": {d.name: (d / "metrics.json").read_bytes()
                              for d in _trial_dirs(exp) if _metrics(d).get("status") == "finished"},
-                "interrupted": running[0].name, "before": _history(running[0])}
+                "interrupted": trial.name, "before": _history(trial), "registered": registered}
     return None
 
 
@@ -103,7 +106,8 @@ def _continued_from_checkpoint(exp: Path, snapshot: dict) -> None:
     before = snapshot["before"]
     assert [h["epoch"] for h in after] == list(range(1, EPOCHS + 1))
     resumed = [h["epoch"] for h in after if h.get("resumed_from_checkpoint")]
-    assert len(resumed) == 1 and 2 <= resumed[0] <= len(before) + 1, (resumed, len(before))
+    assert len(resumed) == 1 and snapshot["registered"] + 1 <= resumed[0] <= len(before) + 1, \
+        (resumed, snapshot["registered"], len(before))
     for old in before[:resumed[0] - 1]:            # earlier epochs kept as they were, not re-run
         assert after[old["epoch"] - 1] == old
 

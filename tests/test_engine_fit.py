@@ -18,7 +18,7 @@ import torch
 
 from pu_mlc.config import TrainConfig
 from pu_mlc.engine import fit
-from pu_mlc.engine.outputs import write_json_atomic
+from pu_mlc.files import write_json_atomic
 from pu_mlc.engine.selection import Selection
 from engine_helpers import one_torch_thread, small_config  # noqa: F401 (autouse fixture)
 

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import yaml
 
 from pu_mlc.config import TrainConfig
-from pu_mlc.engine.outputs import check_writable_dir
+from pu_mlc.files import check_writable_dir
 from pu_mlc.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -715,7 +715,7 @@ def write_report(experiment_dir: str | Path, out_dir: Optional[str | Path] = Non
     """Write ``report.md``, ``results.json`` and ``figures/`` for an experiment; return the
     paths and the results (``{"out_dir", "report_md", "results_json", "figures", "results"}``).
     """
-    from pu_mlc.engine.outputs import check_writable_dir
+    from pu_mlc.files import check_writable_dir
 
     from .report_figures import make_figures
 

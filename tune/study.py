@@ -65,34 +65,21 @@ def drive_search(spec: SearchSpec, study: Study, resume: bool, warm_points: list
     """Run (or resume) the search stage of ``study``; return its outcome (plain data)."""
     from ray import tune
 
-    _quiet_worker_logging()
-    path = stage_dir(spec, study, "search")
-    done = path / DONE_MARKER
-    if resume and done.exists():
-        return json.loads(done.read_text())
-    trainable = _trainable(spec, study, use_slot_resource)
-    t0 = time.time()
-    if resume and tune.Tuner.can_restore(str(path)):
-        log.info("study %s: restoring its interrupted search from %s", study.name, path)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True)
-    else:
+    def new_tuner(trainable) -> "tune.Tuner":
         # warm-start configs first (the neighbours' best), then the method's default
         points = []
         for point in [*warm_points, dict(study.first_trial) if study.search else {}]:
             if point and point not in points:
                 points.append(point)
-        tuner = tune.Tuner(
+        return tune.Tuner(
             trainable,
             param_space={name: dist.to_tune() for name, dist in study.search.items()},
             tune_config=_search_tune_config(spec, study, points, slots),
             run_config=_run_config(spec, study, "search"))
-    grid = tuner.fit()
-    outcome = stage_outcome(spec, study, grid, time.time() - t0, stage="search")
-    outcome["warm_start"] = warm_points
-    outcome["optuna"] = settle_optuna_study(spec, study)
-    done.write_text(json.dumps(outcome, indent=2))
-    return outcome
+
+    return _run_stage(spec, study, "search", resume, use_slot_resource, new_tuner,
+                      lambda: {"warm_start": warm_points,
+                               "optuna": settle_optuna_study(spec, study)})
 
 
 def drive_repeats(spec: SearchSpec, study: Study, best_params: dict, resume: bool,
@@ -100,21 +87,10 @@ def drive_repeats(spec: SearchSpec, study: Study, best_params: dict, resume: boo
     """Run (or resume) the repeats of ``study``'s selected config; return their outcome."""
     from ray import tune
 
-    _quiet_worker_logging()
-    path = stage_dir(spec, study, "repeats")
-    done = path / DONE_MARKER
-    if resume and done.exists():
-        return json.loads(done.read_text())
-    trainable = _trainable(spec, study, use_slot_resource)
-    t0 = time.time()
-    if resume and tune.Tuner.can_restore(str(path)):
-        log.info("study %s: restoring its interrupted repeats from %s", study.name, path)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True)
-    else:
+    def new_tuner(trainable) -> "tune.Tuner":
         space = {**best_params,
                  REPEAT_KEY: tune.grid_search(list(range(1, spec.repeats + 1)))}
-        tuner = tune.Tuner(
+        return tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="max", num_samples=1,
@@ -122,9 +98,35 @@ def drive_repeats(spec: SearchSpec, study: Study, best_params: dict, resume: boo
                 trial_name_creator=lambda t: f"{study.name}_{t.trial_id}",
                 trial_dirname_creator=lambda t: f"{study.name}_{t.trial_id}"),
             run_config=_run_config(spec, study, "repeats"))
+
+    return _run_stage(spec, study, "repeats", resume, use_slot_resource, new_tuner,
+                      lambda: {"params": best_params})
+
+
+def _run_stage(spec: SearchSpec, study: Study, stage: str, resume: bool,
+               use_slot_resource: bool, new_tuner, extras) -> dict:
+    """One stage of a study, resumable: a finished stage is read back from its done marker, an
+    interrupted one is restored by Tune (its finished trials are not run again), otherwise
+    ``new_tuner(trainable)`` starts it. The outcome, plus ``extras()`` (called after the
+    trials), is written as the done marker and returned."""
+    from ray import tune
+
+    _quiet_worker_logging()
+    path = stage_dir(spec, study, stage)
+    done = path / DONE_MARKER
+    if resume and done.exists():
+        return json.loads(done.read_text())
+    trainable = _trainable(spec, study, use_slot_resource)
+    t0 = time.time()
+    if resume and tune.Tuner.can_restore(str(path)):
+        log.info("study %s: restoring its interrupted %s from %s", study.name, stage, path)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = new_tuner(trainable)
     grid = tuner.fit()
-    outcome = stage_outcome(spec, study, grid, time.time() - t0, stage="repeats")
-    outcome["params"] = best_params
+    outcome = stage_outcome(spec, study, grid, time.time() - t0, stage=stage)
+    outcome.update(extras())
     done.write_text(json.dumps(outcome, indent=2))
     return outcome
 

@@ -186,7 +186,7 @@ def mark_trial_status(output_dir: Path, status: str, reason: Optional[str], *,
     ended) in a trial's ``metrics.json`` when its current status is one of ``overwrite`` (None:
     no file or no status yet); a status the engine wrote itself (finished, failed, diverged) is
     kept. Returns whether the file was changed."""
-    from pu_mlc.engine.outputs import write_json_atomic
+    from pu_mlc.files import write_json_atomic
 
     output_dir = Path(output_dir)
     metrics = read_metrics(output_dir)

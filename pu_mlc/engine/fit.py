@@ -41,14 +41,14 @@ from torch import nn
 from .. import __version__
 from .. import config as config_lib
 from ..errors import ConfigError, TrainingDiverged
+from ..files import read_json, write_json_atomic, write_text_atomic
 from ..models import build_model
 from .checkpoint import load_checkpoint, save_best_weights, save_checkpoint
 from .data_setup import (Loaders, RunData, build_loaders, derived_seed, prepare_run_data,
                          resolve_pipeline)
 from .distributed import DistContext, setup_distributed, teardown_distributed
 from .evaluate import EvalTarget
-from .outputs import (RunPaths, check_output_dir, prepare_output_dir, read_json,
-                      write_json_atomic, write_text_atomic)
+from .outputs import RunPaths, check_output_dir, prepare_output_dir
 from .prefetch import DevicePrefetcher
 from .precision import Precision, resolve_precision
 from .progress import progress

@@ -1,4 +1,4 @@
-"""The output directory of one run: its layout, the overwrite guard and atomic writes.
+"""The output directory of one run: its layout, the overwrite guard and atomic checkpoints.
 
 A run's directory holds ``config.yaml`` (the exact TrainConfig), ``metrics.json`` (every epoch
 and the final result), ``checkpoints/{last,best}.pt``, ``tensorboard/`` and ``train.log``.
@@ -9,18 +9,16 @@ mid-write never leaves a truncated checkpoint or JSON behind.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from .. import config as config_lib
 from ..errors import OutputDirError
+from ..files import atomic_write, check_writable_dir
 
 #: Files and folders a run writes; only these are removed by ``--overwrite``.
 RUN_ARTIFACTS = ("config.yaml", "metrics.json", "checkpoints", "tensorboard", "train.log")
@@ -93,48 +91,6 @@ def check_output_dir(cfg: "config_lib.TrainConfig") -> RunPaths:
     return paths
 
 
-def check_writable_dir(path: Path, what: str) -> None:
-    """Refuse, naming ``path`` and the fix, when ``path`` cannot be (or become) a directory this
-    process can create files in.
-
-    The nearest existing ancestor of ``path`` (``path`` itself when it exists) must be a
-    directory, and a temporary file is created and removed in it: this asks the file system
-    itself, so read-only mounts, permissions, ACLs and full quotas all answer truthfully (mode
-    bits alone would mislead: root may write into a mode-0555 directory). Nothing is left
-    behind: no directory is created, the probe file is removed.
-    """
-    path = Path(path)
-    fix = f"choose another {_flag_of(what)} (a folder you can write to)"
-    probe = path
-    try:
-        while not probe.exists():
-            if os.path.islink(probe):
-                raise OutputDirError(f"{what} {path}: {probe} is a broken symbolic link; "
-                                     f"remove it or {fix}")
-            if probe.parent == probe:
-                break
-            probe = probe.parent
-        is_dir = probe.is_dir()
-    except OSError as err:
-        raise OutputDirError(f"{what} {path} cannot be inspected ({err.strerror or err}: "
-                             f"{err.filename or probe}); {fix}") from None
-    if not is_dir:
-        where = "is a file" if probe == path else f"cannot be created: {probe} is a file"
-        raise OutputDirError(f"{what} {path} {where}, not a directory; {fix}")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".pu_mlc-write-probe-", dir=probe)
-    except OSError as err:
-        raise OutputDirError(f"{what} {path} cannot be written: creating a file in {probe} "
-                             f"failed ({err.strerror or err}); {fix}") from None
-    os.close(fd)
-    os.unlink(tmp)
-
-
-def _flag_of(what: str) -> str:
-    start = what.find("(--")
-    return what[start + 1:what.index(")", start)] if start >= 0 else "directory"
-
-
 def prepare_output_dir(paths: RunPaths, cfg: "config_lib.TrainConfig") -> None:
     """Create the directory (rank 0 only); with ``--overwrite`` remove the earlier run's files."""
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -162,35 +118,5 @@ def config_differences(a: "config_lib.TrainConfig", b: "config_lib.TrainConfig")
             if k not in RESUMABLE_DIFFERENCES and da[k] != db[k]]
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2, sort_keys=False)
-                                          .encode()))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def torch_save_atomic(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
+    atomic_write(path, lambda f: torch.save(obj, f))
