@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import optuna
@@ -190,12 +191,20 @@ def test_no_placement_group_or_actor_outlives_its_trial(methods_search):
         # a one-machine private cluster has nothing to preempt (tune/cluster.py): no watcher
         assert actors.get("PreemptionWatcher", 0) == 0, r
     rss = [r["ray_worker_rss_mib"] for r in starts]
-    early, late = max(rss[:4]), max(rss[-4:])
-    print(f"Ray worker RSS at the {len(rss)} trial starts (MiB): {rss}; placement groups "
-          f"created max {max(r['placement_groups_created'] for r in records)}, pending max "
+    processes = [r["ray_worker_processes"] for r in starts]
+    growth = statistics.linear_regression(range(len(rss)), rss).slope
+    print(f"Ray worker RSS at the {len(rss)} trial starts (MiB): {rss}, {growth:+.0f} MiB per "
+          f"trial; processes {processes}; placement groups created max "
+          f"{max(r['placement_groups_created'] for r in records)}, pending max "
           f"{max(r['placement_groups_pending'] for r in records)}; actors alive max "
           f"{max(r['actors_alive'] for r in records)}")
-    assert late <= 1.2 * early, (early, late)       # no growth trial over trial
+    # no Ray process left behind trial after trial ...
+    assert max(processes[-4:]) <= max(processes[:4]), processes
+    # ... and no memory growth with the trials run. One sample is noisy (a finished trial's
+    # ~1 GB of processes may still be exiting when the next starts), the trend over all 16 is
+    # not: measured -26 and +41 MiB per trial; a leaked Ray worker process is >= ~120 MiB, and
+    # study drivers that loaded torch lazily mid-search showed +237
+    assert growth <= 100, (growth, rss)
 
 
 def test_export_of_a_partial_experiment_says_which_studies_are_unfinished(methods_search,
