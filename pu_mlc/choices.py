@@ -4,8 +4,8 @@ Why here and not in the modules that use them: ``pu_mlc.config`` needs every lis
 config, and ``TrainConfig`` is unpickled in processes that never train (the CLI, a study's Tune
 driver, each trial's Tune trainable and Ray Train controller). Reading the lists from the modules
 that implement them imported torch, torchvision and timm there: about 5 s of CPU per process,
-paid on every trial's critical path. The implementing modules import their list from here and
-check at import time that they implement exactly it (``LOSS_NAMES`` in ``losses.factory``).
+paid on every trial's critical path. The implementing modules import their list from here;
+``losses.factory`` checks at import that it builds exactly ``LOSS_NAMES``.
 """
 
 #: Dataset readers of ``pu_mlc.data.splits.load_dataset``.

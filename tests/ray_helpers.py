@@ -227,4 +227,3 @@ def registered_checkpoint_epoch(experiment: Path, study: str, trial_id: str) -> 
         return None
     name = latest.get("checkpoint_dir_name") or ""
     return int(name.rsplit("_", 1)[-1]) if name.startswith("checkpoint_epoch_") else None
-

@@ -105,10 +105,9 @@ def test_values_from_a_sampler_are_converted_to_the_field_types():
 def test_choice_lists_are_those_of_the_modules_that_use_them():
     from pu_mlc import config
     from pu_mlc.choices import DATASETS
-    from pu_mlc.losses.factory import _BUILDERS
     from pu_mlc.engine.precision import PRECISIONS
     from pu_mlc.engine.protocols import PROTOCOLS
-    from pu_mlc.losses.factory import LOSS_NAMES
+    from pu_mlc.losses.factory import _BUILDERS, LOSS_NAMES
     from pu_mlc.models.heads import HEADS
 
     fields = TrainConfig.__dataclass_fields__

@@ -78,7 +78,7 @@ def _readers() -> dict[str, Callable[[Path], dict[str, Split]]]:
 
 
 def load_dataset(dataset: str, root: Union[str, Path]) -> dict[str, Split]:
-    """Read the dataset ``dataset`` (a name of :data:`pu_mlc.choices.DATASETS`) found under ``root``.
+    """Read the dataset ``dataset`` (one of :data:`pu_mlc.choices.DATASETS`) under ``root``.
 
     Returns ``{'train': Split, 'test': Split}`` plus ``'val'`` when the dataset ships a validation
     split of its own (the ``coco`` layout with ``annotations/instances_val.json``). Annotation

@@ -1,8 +1,8 @@
 """The training engine: ``fit(config)`` runs the PU-MLC recipe under any launcher.
 
-The engine's small modules (precision, protocols, devices, data pipelines) own the choice lists
-that :mod:`pu_mlc.config` collects, so the engine refers to the config module by name at call
-time (``from .. import config``) and never imports names from it while it loads.
+The choice lists the engine's modules accept (precisions, protocols, devices, data pipelines)
+live in :mod:`pu_mlc.choices`, which the config also reads, so the config imports no engine
+module (and no torch).
 """
 
 from .fit import Reporter, fit

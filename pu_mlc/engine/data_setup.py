@@ -38,7 +38,7 @@ from ..errors import ConfigError, DataError
 from ..metrics import ShardedEvalSampler
 from .distributed import DistContext
 
-if TYPE_CHECKING:                                       # the config imports this module's users
+if TYPE_CHECKING:                                       # for annotations only
     from ..config import TrainConfig
 
 log = logging.getLogger(__name__)
