@@ -20,7 +20,6 @@ import optuna
 import pytest
 import yaml
 
-import pu_mlc.errors
 from ray_helpers import (PYTHON, REPO, cmdline, descendants, new_marker,
                          registered_checkpoint_epoch, run_entry, search_env, stop_marked,
                          tiny_overrides)
@@ -112,8 +111,6 @@ def test_a_killed_ddp_worker_costs_no_trial_and_changes_no_result(coco_format_ro
     assert summary["trials"]["finished"] == 2 and summary["trials"]["errored"] == 0
 
 
-@pytest.mark.skipif(not hasattr(pu_mlc.errors, "TrainingDiverged"),
-                    reason="the engine does not raise TrainingDiverged yet")
 def test_a_diverged_trial_is_a_completed_bad_trial_for_optuna_and_the_search_goes_on(
         coco_format_root, tmp_path):
     storage = tmp_path / "experiments"
@@ -128,6 +125,10 @@ def test_a_diverged_trial_is_a_completed_bad_trial_for_optuna_and_the_search_goe
                                       **{"tasks": f"[{{name: {TASK}, prob: 0.1}}]",
                                          "scheduler.type": "none",
                                          "budget.trials_per_task": 3,
+                                         # 2 one-process slots: the third trial is sampled
+                                         # once the first has diverged (in epoch 1)
+                                         "budget.max_concurrent_trials": 2,
+                                         "resources.num_workers": 1,
                                          "fixed.train_epochs": 2, "fixed.epochs": 2})],
                      timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -140,6 +141,8 @@ def test_a_diverged_trial_is_a_completed_bad_trial_for_optuna_and_the_search_goe
     assert first.state == optuna.trial.TrialState.COMPLETE and first.value == 0.0
     assert first.user_attrs.get("diverged") is True and first.user_attrs["diverged_reason"]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials[1:])
+    # the third trial was sampled when the sampler already held the first one's worst value
+    assert trials[2].datetime_start >= first.datetime_complete
 
     records = collect_trials(exp)
     diverged = [r for r in records if r.status == "diverged"]

@@ -52,6 +52,25 @@ def test_every_task_x_method_pair_is_a_study_with_the_same_budget(methods_search
     assert sorted(p.name for p in (exp / "tune").iterdir()) == sorted(studies)
 
 
+def test_slot_utilisation_is_the_trials_time_over_the_slots_time(methods_search):
+    """The figure ``bench/search_concurrency.py`` compares between schedules, checked on this
+    all-studies-at-once search: trial time summed over every trial of both stages, divided by
+    2 slots x the search's wall time (the leg clock's)."""
+    exp, _ = methods_search
+    summary = json.loads((exp / "summary.json").read_text())
+    trials = [t for s in summary["studies"].values() for stage in ("search", "repeats")
+              for t in s[stage]["trial_list"]]
+    assert len(trials) == len(TASKS) * len(METHODS) * (TRIALS + REPEATS)
+    seconds = sum(t["seconds"] for t in trials)
+    assert all(t["seconds"] > 0 for t in trials)
+    assert summary["trial_seconds"] == pytest.approx(seconds)
+    legs = json.loads((exp / "legs.json").read_text())
+    assert summary["wall_seconds"] == pytest.approx(sum(leg["seconds"] for leg in legs))
+    assert summary["slots"] == 2
+    assert summary["slot_utilisation"] == pytest.approx(seconds / (2 * summary["wall_seconds"]))
+    assert 0 < summary["slot_utilisation"] <= 1
+
+
 def test_each_study_samples_only_its_own_fields(methods_search):
     """A PU trial never gets lr or weight decay from the baseline's range, and a baseline trial
     never gets alpha or gamma: every other field stays as the study fixed it."""

@@ -236,10 +236,13 @@ def stage_outcome(spec: SearchSpec, study: Study, grid, seconds: float, stage: s
         diverged = bool(m.get("diverged")) or status == "diverged"
         recorded = metrics.get("result") or {}
         config = result.config or {}
+        # the trial's own record wins over Tune's last result: a trial the scheduler stops
+        # on epoch N's result may already have validated epoch N+1 before the stop reached it
+        epochs, best_score = _ran(metrics)
         trials.append({
-            "trial_id": trial_id, "epochs": m.get("epoch"), "status": status,
-            "best_score": m.get(METRIC), "selected_test_mAP": recorded.get(
-                "test_mAP", m.get("selected_test_mAP")),
+            "trial_id": trial_id, "epochs": epochs or m.get("epoch"), "status": status,
+            "best_score": m.get(METRIC) if diverged or best_score is None else best_score,
+            "selected_test_mAP": recorded.get("test_mAP", m.get("selected_test_mAP")),
             "diverged": diverged, "error": str(result.error) if result.error else None,
             "params": {k: v for k, v in config.items() if k in study.search},
             "repeat": config.get(REPEAT_KEY), "seconds": m.get("time_total_s")})
@@ -253,6 +256,13 @@ def stage_outcome(spec: SearchSpec, study: Study, grid, seconds: float, stage: s
             "trial_list": trials, "wall_seconds": seconds}
 
 
+def _ran(metrics: dict) -> tuple[Optional[int], Optional[float]]:
+    """Epochs a trial ran and its selection score, from its own ``metrics.json``."""
+    history = metrics.get("history") or []
+    epochs = int(history[-1]["epoch"]) if history and "epoch" in history[-1] else None
+    return epochs, (metrics.get("result") or {}).get("selection_score")
+
+
 def _settle_status(out: Path, error: Optional[BaseException], last_epoch=None) -> None:
     """Give a trial that ended without the engine saying how its final status: an error is
     ``failed``; a trial that ended early without one was stopped by the scheduler."""
@@ -263,7 +273,7 @@ def _settle_status(out: Path, error: Optional[BaseException], last_epoch=None) -
     else:
         mark_trial_status(out, "stopped_by_scheduler",
                           "stopped early by the scheduler (ASHA)"
-                          + (f" after epoch {last_epoch}" if last_epoch else ""),
+                          + (f" on its epoch-{last_epoch} result" if last_epoch else ""),
                           overwrite=("running", "stopped", "interrupted"), epoch=last_epoch)
 
 
@@ -385,7 +395,10 @@ class StudyOptunaSearch(OptunaSearch):
       reported score), not COMPLETE;
     - a diverged trial is COMPLETE with the worst score and ``diverged_reason`` (the sampler
       learns that region is bad; a FAIL would teach it nothing);
-    - every trial carries the Ray trial id, the epochs it ran and its selected test mAP;
+    - every trial carries the Ray trial id, the epochs it ran and its selected test mAP, as
+      Tune last saw them: Optuna freezes a trial once told, and a trial the scheduler stops on
+      epoch N's result may validate epoch N+1 before the stop reaches its workers (its
+      ``metrics.json``, the summary, the export and the report hold what it really ran);
     - intermediate values are reported per epoch (Tune's iteration counter restarts after a
       restore).
     """
