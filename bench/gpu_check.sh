@@ -18,7 +18,8 @@
 #   7. report.py      the final table against the targets (>= 3x, memory no higher, e2e >= 0.85)
 # Exits 2 without CUDA, 1 if any stage failed, 0 otherwise (a missed target is reported, not an
 # error). Expected duration on an H100 without compile: about 3-4 minutes.
-# PUMLC_BENCH_DRY_CPU=1 runs the same stages on the CPU at toy sizes: a test of this script only.
+# PUMLC_BENCH_DRY_CPU=1 runs the same stages on the CPU at toy sizes (ResNet-50, 64 px): a test of
+# this script only.
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,8 +38,8 @@ log() { echo "[gpu_check $(( $(date +%s) - START ))s] $*" | tee -a "$RES/gpu_che
 PARITY_ARGS=(); STEP_ARGS=(); DATA_ARGS=()
 if [ "${PUMLC_BENCH_DRY_CPU:-0}" = "1" ]; then
     PARITY_ARGS=(--device cpu)
-    STEP_ARGS=(--device cpu --size 64 --batch 2 --steps 1 --warmup 1 --threads 1)
-    DATA_ARGS=(--device cpu --size 64 --batch 2 --images 12 --batches 1 --eval-images 4 --threads 1)
+    STEP_ARGS=(--device cpu --model resnet50 --size 64 --batch 2 --steps 1 --warmup 1 --threads 1)
+    DATA_ARGS=(--device cpu --model resnet50 --size 64 --batch 2 --images 12 --batches 1 --eval-images 4 --threads 1)
 fi
 
 PUMLC_BENCH_DRY_CPU="${PUMLC_BENCH_DRY_CPU:-0}" "$PY" - <<'EOF' 2>&1 | tee "$RES/environment.txt"
