@@ -125,8 +125,7 @@ def test_a_diverged_trial_is_a_completed_bad_trial_for_optuna_and_the_search_goe
                                       **{"tasks": f"[{{name: {TASK}, prob: 0.1}}]",
                                          "scheduler.type": "none",
                                          "budget.trials_per_task": 3,
-                                         # 2 one-process slots: the third trial is sampled
-                                         # once the first has diverged (in epoch 1)
+                                         # 2 one-process slots: trials 1 and 2 overlap
                                          "budget.max_concurrent_trials": 2,
                                          "resources.num_workers": 1,
                                          "fixed.train_epochs": 2, "fixed.epochs": 2})],
@@ -141,8 +140,6 @@ def test_a_diverged_trial_is_a_completed_bad_trial_for_optuna_and_the_search_goe
     assert first.state == optuna.trial.TrialState.COMPLETE and first.value == 0.0
     assert first.user_attrs.get("diverged") is True and first.user_attrs["diverged_reason"]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials[1:])
-    # the third trial was sampled when the sampler already held the first one's worst value
-    assert trials[2].datetime_start >= first.datetime_complete
 
     records = collect_trials(exp)
     diverged = [r for r in records if r.status == "diverged"]
