@@ -103,10 +103,10 @@ def test_the_optuna_study_in_sqlite_has_every_trial_with_its_honest_state(demo_s
                 assert trial.user_attrs["selected_test_mAP"] == pytest.approx(
                     record.selected_test_map)
             else:
-                # stopped on epoch N's result, the trial had validated epoch N+1 before the
+                # stopped on epoch N's result, the trial had validated more epochs before the
                 # stop reached its workers: Optuna froze what the scheduler saw, the trial's
-                # own record (all_trials.csv, the summary, the report) has the extra epoch
-                assert trial.user_attrs["epochs"] + 1 == record.epochs, (trial, record)
+                # own record (all_trials.csv, the summary, the report) has the extra epochs
+                assert trial.user_attrs["epochs"] < record.epochs, (trial, record)
                 assert trial.user_attrs["stopped_by_scheduler"] is True
     summary = json.loads((exp / "summary.json").read_text())
     for study in summary["studies"].values():

@@ -237,7 +237,7 @@ def stage_outcome(spec: SearchSpec, study: Study, grid, seconds: float, stage: s
         recorded = metrics.get("result") or {}
         config = result.config or {}
         # the trial's own record wins over Tune's last result: a trial the scheduler stops
-        # on epoch N's result may already have validated epoch N+1 before the stop reached it
+        # on epoch N's result may already have validated later epochs before the stop reached it
         epochs, best_score = _ran(metrics)
         trials.append({
             "trial_id": trial_id, "epochs": epochs or m.get("epoch"), "status": status,
@@ -397,7 +397,7 @@ class StudyOptunaSearch(OptunaSearch):
       learns that region is bad; a FAIL would teach it nothing);
     - every trial carries the Ray trial id, the epochs it ran and its selected test mAP, as
       Tune last saw them: Optuna freezes a trial once told, and a trial the scheduler stops on
-      epoch N's result may validate epoch N+1 before the stop reaches its workers (its
+      epoch N's result may validate more epochs before the stop reaches its workers (its
       ``metrics.json``, the summary, the export and the report hold what it really ran);
     - intermediate values are reported per epoch (Tune's iteration counter restarts after a
       restore).
