@@ -24,6 +24,8 @@ from pu_mlc.config import TrainConfig
 from pu_mlc.files import check_writable_dir
 from pu_mlc.errors import ConfigError
 
+from .trial import epochs_run
+
 log = logging.getLogger(__name__)
 
 
@@ -104,7 +106,7 @@ def _collect_stage(experiment_dir: Path, tune_root: Path, stage: str) -> list[Tr
             cfg = TrainConfig.from_yaml(out / "config.yaml") if (out / "config.yaml").exists() \
                 else None
             history = metrics.get("history", [])
-            epochs = len(history)
+            epochs = epochs_run(metrics)
             max_epochs = cfg.train_epochs if cfg else None
             recorded = metrics.get("status")
             if recorded == "diverged":

@@ -30,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from .cluster import TRIAL_SLOT
 from .space import SearchSpec, Study
-from .trial import (REPEAT_KEY, WORST_SCORE, _first_line, mark_trial_status,
+from .trial import (REPEAT_KEY, WORST_SCORE, _first_line, epochs_run, mark_trial_status,
                     prune_stale_checkpoints, read_metrics, run_trial)
 
 log = logging.getLogger(__name__)
@@ -238,9 +238,10 @@ def stage_outcome(spec: SearchSpec, study: Study, grid, seconds: float, stage: s
         config = result.config or {}
         # the trial's own record wins over Tune's last result: a trial the scheduler stops
         # on epoch N's result may already have validated later epochs before the stop reached it
-        epochs, best_score = _ran(metrics)
+        best_score = recorded.get("selection_score")
         trials.append({
-            "trial_id": trial_id, "epochs": epochs or m.get("epoch"), "status": status,
+            "trial_id": trial_id, "epochs": epochs_run(metrics) or m.get("epoch"),
+            "status": status,
             "best_score": m.get(METRIC) if diverged or best_score is None else best_score,
             "selected_test_mAP": recorded.get("test_mAP", m.get("selected_test_mAP")),
             "diverged": diverged, "error": str(result.error) if result.error else None,
@@ -254,13 +255,6 @@ def stage_outcome(spec: SearchSpec, study: Study, grid, seconds: float, stage: s
             "prob": study.prob, "stage": stage, "trials": len(trials), **count,
             "errored": sum(1 for t in trials if t["error"]), "best": best,
             "trial_list": trials, "wall_seconds": seconds}
-
-
-def _ran(metrics: dict) -> tuple[Optional[int], Optional[float]]:
-    """Epochs a trial ran and its selection score, from its own ``metrics.json``."""
-    history = metrics.get("history") or []
-    epochs = int(history[-1]["epoch"]) if history and "epoch" in history[-1] else None
-    return epochs, (metrics.get("result") or {}).get("selection_score")
 
 
 def _settle_status(out: Path, error: Optional[BaseException], last_epoch=None) -> None:

@@ -180,6 +180,11 @@ def read_metrics(output_dir: Path) -> Optional[dict]:
         return None
 
 
+def epochs_run(metrics: dict) -> int:
+    """Epochs a trial ran, by its own ``metrics.json`` (one history record per epoch)."""
+    return len(metrics.get("history") or [])
+
+
 def mark_trial_status(output_dir: Path, status: str, reason: Optional[str], *,
                       overwrite=("running", None), epoch: Optional[int] = None) -> bool:
     """Set ``status`` and ``failure`` {reason, epoch, step} (the engine's own record of how a run
