@@ -14,5 +14,17 @@ import sys
 
 from pu_mlc.cli import main
 
+
+def search_commands():
+    """The search package's commands, when it is importable (the ``search`` extra): this
+    script sits above both packages, so it hands them to the library's command line itself,
+    also from a checkout that was never pip-installed."""
+    try:
+        from tune.cli import COMMANDS
+    except ImportError:           # no search extra: pu-mlc says what to install
+        return None
+    return COMMANDS
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(search_commands=search_commands()))

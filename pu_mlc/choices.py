@@ -8,7 +8,7 @@ paid on every trial's critical path. The implementing modules import their list 
 ``losses.factory`` checks at import that it builds exactly ``LOSS_NAMES``.
 """
 
-#: Dataset readers of ``pu_mlc.data.splits.load_dataset``.
+#: Dataset readers of ``pu_mlc.data.registry.load_dataset``.
 DATASETS = ("COCO2014", "VOC2007", "coco")
 #: Where images are decoded and augmented (``pu_mlc.engine.data_setup``).
 DATA_PIPELINES = ("auto", "pil", "tensor")
@@ -26,3 +26,10 @@ LOSS_NAMES = ("pu", "bce", "partial_bce", "assume_negative_bce", "asl")
 HEADS = ("ssgrl", "linear")
 #: Implementations of the local-global convolution (``pu_mlc.models.lgc``).
 LGC_IMPLS = ("fast", "literal")
+#: The TensorBoard scalars that are the HParams tab's metric columns, per protocol: only tags the
+#: protocol writes every epoch (``pu_mlc.engine.protocols``), so no column stays empty (the
+#: honest protocol scores the test set only for the selected model: no ``test/mAP`` curve).
+HPARAM_METRICS = {
+    "paper": ("selected/score", "selected/test_mAP", "test/mAP", "test/mAP_ema", "train/loss"),
+    "honest": ("selected/score", "selected/test_mAP", "val/mAP", "val/mAP_ema", "train/loss"),
+}

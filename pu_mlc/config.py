@@ -34,7 +34,8 @@ import yaml
 from .choices import (DATA_PIPELINES, DATASETS, DEVICES, F1_MODES, HEADS, LGC_IMPLS, PRECISIONS,
                       PROTOCOLS)
 from .choices import LOSS_NAMES as LOSSES
-from .errors import ConfigError, PUMLCError
+from .argparse_tools import ArgumentParser
+from .errors import ConfigError, PUMLCError, described, listed, shown
 
 #: Named bundles of field values; ``--preset NAME`` applies one below the explicit flags.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -198,11 +199,37 @@ class TrainConfig:
         """A copy with ``changes`` applied; the copy is validated like any new config."""
         return dataclasses.replace(self, **changes)
 
-    def updated(self, values: Mapping[str, Any], *, source: str) -> "TrainConfig":
-        """A copy with ``values`` from outside (a YAML file, a sampler) applied: unknown keys
-        refused, each value converted to its field's type, ``source`` named in any error."""
-        return TrainConfig.from_dict({**self.to_dict(include_run_control=True), **values},
-                                     source=source)
+    def updated(self, values: Mapping[str, Any], *, source: str,
+                **changes: Any) -> "TrainConfig":
+        """A copy with ``values`` from outside (a YAML file, a sampler) and ``changes`` (the
+        caller's own, already typed: e.g. a trial's folders) applied in one step: unknown keys
+        refused, each outside value converted to its field's type once, the copy validated
+        once, ``source`` named in any error. A search trial's sampled values reach the engine
+        this way (``tune.trial.trial_config``)."""
+        known = fields_by_name()
+        unknown = sorted(set(values) - set(known), key=str)
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {listed(unknown)}; allowed fields "
+                              f"are {sorted(known)}")
+        coerced = {name: _coerce(known[name], value, source) for name, value in values.items()}
+        return dataclasses.replace(self, **coerced, **changes)
+
+    def resolved(self, **concrete: Any) -> "TrainConfig":
+        """A copy with ``auto`` fields made concrete by the engine for this machine (precision,
+        data pipeline, output folder). The values come from the engine's own resolution, which
+        returns members of the choice lists only, so the copy is not validated again."""
+        allowed = {"precision", "data_pipeline", "output_dir"}
+        if set(concrete) - allowed:
+            raise TypeError(f"resolved() sets only {sorted(allowed)}, not "
+                            f"{sorted(set(concrete) - allowed)}")
+        for name in ("precision", "data_pipeline"):
+            if name in concrete and concrete[name] not in fields_by_name()[name].metadata[
+                    "choices"]:
+                raise ValueError(f"{name} {concrete[name]!r} is not one of the choices")
+        clone = object.__new__(TrainConfig)
+        for f in fields(self):
+            object.__setattr__(clone, f.name, concrete.get(f.name, getattr(self, f.name)))
+        return clone
 
     # --- dict / YAML --------------------------------------------------------------------------
     def to_dict(self, include_run_control: bool = False) -> dict[str, Any]:
@@ -225,10 +252,10 @@ class TrainConfig:
                            source, "stop_epoch")
             values["train_epochs"] = stop + 1
         known = fields_by_name()
-        unknown = sorted(set(values) - set(known))
+        unknown = sorted(set(values) - set(known), key=lambda k: (type(k).__name__, str(k)))
         if unknown:
-            raise ConfigError(
-                f"{source}: unknown field(s) {unknown}; allowed fields are {sorted(known)}")
+            raise ConfigError(f"{source}: unknown field(s) {listed(unknown)}; allowed fields "
+                              f"are {sorted(known)}")
         return cls(**{name: _coerce(known[name], value, source) for name, value in values.items()})
 
     def to_yaml(self, path: Optional[str | Path] = None) -> str:
@@ -275,7 +302,7 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------
 # The one command-line parser of a training run (train_entry.py, pu-mlc train, presets, tests).
 def train_parser(prog: str = "pu-mlc train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog, allow_abbrev=False,
         description="Train one PU-MLC model. Accepts the published command line unchanged, e.g. "
                     "torchrun --nproc_per_node=2 train_entry.py /data/coco --dataset=COCO2014 "
@@ -332,20 +359,144 @@ def parse_train_args(argv: Sequence[str], prog: str = "pu-mlc train"
     return TrainConfig.from_dict(values, source=source), ns
 
 
+#: Largest YAML file ``--config`` and ``--space`` read (checked before reading): a run's config
+#: is about 2 kB, the largest shipped search space 4 kB.
+MAX_YAML_BYTES = 1024 * 1024
+#: Most values (scalars, lists and mappings, each alias counted as the value it stands for) one
+#: YAML document may hold: a config has about 45, a shipped search space about 150.
+MAX_YAML_VALUES = 100_000
+#: Deepest nesting of lists and mappings a YAML document may have (a search space has 5).
+MAX_YAML_DEPTH = 100
+
+
 def read_yaml_file(path: Path, *, flag: str, example: str, kind: str, hint: str = "") -> Any:
     """The content of a YAML file given with ``flag`` (``--config``, ``--space``), with one-line
     errors for a directory, a missing, unreadable or invalid file (``kind`` names the file in
-    them: "config file", "search space file")."""
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; {flag} takes a YAML file such as {example}")
+    them: "config file", "search space file").
+
+    Bounded before any work: a file over :data:`MAX_YAML_BYTES` is refused from its size (stat,
+    then at most that many bytes read, for pipes and devices); the document is composed with at
+    most :data:`MAX_YAML_VALUES` values and :data:`MAX_YAML_DEPTH` levels, and refused when its
+    aliases (``*name``) expand past :data:`MAX_YAML_VALUES` values (an alias bomb: a few lines
+    that stand for hundreds of millions of strings)."""
+    path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory; {flag} takes a YAML file such as "
+                              f"{example}")
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(_too_large(path, kind, flag, f"{size:,} bytes"))
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+        if len(data) > MAX_YAML_BYTES:                     # a pipe or device: no size to stat
+            raise ConfigError(_too_large(path, kind, flag, "over that (read from a pipe or "
+                                                           "device)"))
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {kind}{hint}") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: the {kind} cannot be read ({err})") from None
+        raise ConfigError(f"{path}: the {kind} cannot be read ({shown(str(err), 200)})") from None
+    return load_yaml_text(text, f"{path}: the {kind}")
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)`` within the bounds of :func:`read_yaml_file` (values, depth,
+    alias expansion); ``where`` starts every :class:`ConfigError` (e.g. "FILE: the config
+    file", "--set fixed.data"). For any YAML a user hands us: a file, a ``--set`` value."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node, where)
+        if expanded > MAX_YAML_VALUES:
+            raise ConfigError(f"{where} uses YAML aliases (*name) that expand to {expanded:,} "
+                              f"values; at most {MAX_YAML_VALUES:,} are read: write the values "
+                              f"out instead of repeating anchors")
+        return loader.construct_document(node)
+    except _TooBig as err:
+        raise ConfigError(f"{where} {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+        raise ConfigError(f"{where} is not valid YAML ({shown(' '.join(str(err).split()), 400)})"
+                          ) from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests lists or mappings too deeply (at most "
+                          f"{MAX_YAML_DEPTH} levels are read)") from None
+    finally:
+        loader.dispose()
+
+
+def _too_large(path: Path, kind: str, flag: str, size: str) -> str:
+    return (f"{path}: {flag} reads YAML files of at most 1 MiB ({MAX_YAML_BYTES:,} bytes; a "
+            f"{kind} is a few kB) and this {kind} is {size}; is it the right file?")
+
+
+class _TooBig(ValueError):
+    """A YAML document past :data:`MAX_YAML_VALUES` values or :data:`MAX_YAML_DEPTH` levels."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, composing at most :data:`MAX_YAML_VALUES` nodes (an alias reuses
+    its anchor's node and costs nothing here; :func:`_expanded_size` counts what it stands for)
+    nested at most :data:`MAX_YAML_DEPTH` deep."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self.nodes = self.depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            return super().compose_node(parent, index)
+        self.nodes += 1
+        if self.nodes > MAX_YAML_VALUES:
+            raise _TooBig(f"holds more than {MAX_YAML_VALUES:,} values; at most that many are "
+                          f"read (a config or search space holds a few hundred)")
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise _TooBig(f"nests lists or mappings more than {MAX_YAML_DEPTH} levels deep; "
+                              f"at most {MAX_YAML_DEPTH} are read")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _expanded_size(root: yaml.Node, where: str) -> int:
+    """How many values the document of ``root`` holds once every alias is replaced by the value
+    it stands for: each distinct node is counted once and its count reused wherever an alias
+    refers to it, so a billion-value bomb costs a few dozen steps. A value that contains itself
+    (``&a [*a]``) is refused."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()                      # the nodes whose children are being counted
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_.discard(key)
+            if isinstance(node, yaml.SequenceNode):
+                sizes[key] = 1 + sum(sizes[id(c)] for c in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                sizes[key] = 1 + sum(sizes[id(k)] + sizes[id(v)] for k, v in node.value)
+            else:
+                sizes[key] = 1
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            raise ConfigError(f"{where} has a YAML alias inside the value it names (a value "
+                              f"that contains itself); write the values out")
+        open_.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def read_yaml_fields(path: str | Path) -> dict[str, Any]:
@@ -381,6 +532,13 @@ def field_errors(name: str):
 
 def fields_by_name() -> dict[str, dataclasses.Field]:
     return TrainConfig.__dataclass_fields__
+
+
+def coerce_field(name: str, value: Any, where: str) -> Any:
+    """``value`` converted to the type of the field ``name`` (as a YAML file's value is), or a
+    :class:`ConfigError` saying ``where = value must be ...``; the one conversion every outside
+    value goes through (config files, search spaces' choice values, sampled values)."""
+    return _coerce(fields_by_name()[name], value, where, where=where)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -456,7 +614,7 @@ def _validate(cfg: TrainConfig) -> None:
 
 def _check(ok: bool, name: str, value: Any, fix: str) -> None:
     if not ok:
-        raise ConfigError(f"{describe_field(name)} = {value!r} is not allowed: {fix}")
+        raise ConfigError(f"{describe_field(name)} = {shown(value)} is not allowed: {fix}")
 
 
 def _is_bool(f: dataclasses.Field) -> bool:
@@ -496,11 +654,16 @@ def _argparse_type(f: dataclasses.Field):
     return base
 
 
-def _coerce(f: dataclasses.Field, value: Any, source: str, key: Optional[str] = None) -> Any:
+def _coerce(f: dataclasses.Field, value: Any, source: str, key: Optional[str] = None,
+            where: Optional[str] = None) -> Any:
     type_name = str(f.type)
     optional = type_name.startswith("Optional")
     base = _TYPES[type_name]
-    where = f"{source}: field '{key or f.name}'"
+    where = where or f"{source}: field '{key or f.name}'"
+    expected = {bool: "true or false", int: "an integer", float: "a number",
+                str: "a string"}[base]
+    if isinstance(value, (dict, list, tuple, set)):           # never formatted: may be huge
+        raise ConfigError(f"{where} must be {expected}, got {described(value)}")
     if value is None or (optional and value in ("None", "null")):
         if optional:
             return None
@@ -508,19 +671,20 @@ def _coerce(f: dataclasses.Field, value: Any, source: str, key: Optional[str] = 
     if base is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where} = {value!r} must be true or false")
+        raise ConfigError(f"{where} = {shown(value)} must be true or false")
     if base is int:
         if isinstance(value, bool) or not (isinstance(value, int) or
                                            (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{where} = {value!r} must be an integer")
+            raise ConfigError(f"{where} = {shown(value)} must be an integer")
         return int(value)
     if base is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where} = {value!r} must be a number")
+            raise ConfigError(f"{where} = {shown(value)} must be a number")
         try:
             return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} = {value!r} must be a number") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{where} = {shown(value)} must be a number") from None
     if not isinstance(value, str):
-        raise ConfigError(f"{where} = {value!r} must be a string")
+        raise ConfigError(f"{where} = {shown(value)} must be a string, got "
+                          f"{described(value)}")
     return value

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .argparse_tools import ArgumentParser
 from .choices import DATASETS, DEVICES
 from .engine.precision import PRECISIONS
 from .errors import ConfigError
@@ -58,7 +59,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="pu-mlc evaluate", allow_abbrev=False,
         description="Score a finished run's best.pt on a dataset split exactly as the run's own "
                     "evaluation did (same split, test transform and metrics): prints mAP, "
@@ -80,7 +81,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="pu-mlc predict", allow_abbrev=False,
         description="Score image files with a finished run's best.pt (the run's test "
                     "transform): a CSV with one row per image and one sigmoid score per class.")

@@ -12,7 +12,13 @@ the real fixtures (real images, real annotation files). Every row checks the sam
   JSON/CSV outputs and the default ``runs/`` folder would go) is byte-for-byte, folder-for-folder
   what it was before the command ran;
 * the refusal came before the expensive part: training, a Ray search and the demo builder's image
-  composition are replaced by guards that fail the row if they are ever reached.
+  composition are replaced by guards that fail the row if they are ever reached (rows marked
+  ``no_yaml``: any YAML parser, for files refused from their size alone).
+
+The line is short (a message quotes a short prefix of any value; argparse's errors are the one
+line with a ``--help`` pointer, no usage block), and rows marked ``max_rss_mb`` run as a
+subprocess whose peak memory must stay below that (YAML alias bombs: a 1.3 kB file standing for
+387 million strings).
 
 Rows run in-process through ``pu_mlc.cli.main`` (fast); the rows marked ``subprocess`` run the real
 ``train_entry.py`` / ``python -m pu_mlc`` as users do. Rows marked ``xfail`` are gaps found by this
@@ -57,6 +63,36 @@ def cut_mid_stream(path: Path) -> None:
     whole = Path(path).read_bytes()
     builders.truncate_file(path)
     Path(path).write_bytes(Path(path).read_bytes() + whole)
+
+
+def alias_bomb(levels: int = 9, width: int = 9):
+    """Lists shared ``levels`` deep, ``width`` wide: ``yaml.safe_dump`` writes them as a chain of
+    anchors and aliases (1.3 kB) that stands for width ** levels strings (387,420,489)."""
+    value = ["lol"] * width
+    for _ in range(levels - 1):
+        value = [value] * width
+    return value
+
+
+BOMB_NOTE = "an alias bomb: 9 anchors, each list 9 aliases of the one before (9**9 strings)"
+
+
+def decompression_bomb_png(path: Path, width: int = 20000, height: int = 10000) -> None:
+    """A small PNG whose header says width x height pixels (200 million, past twice PIL's
+    MAX_IMAGE_PIXELS): ``Image.open`` raises ``DecompressionBombError``."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (8, 8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    Path(path).write_bytes(bytes(data))
 
 
 class Workspace:
@@ -135,6 +171,53 @@ class Workspace:
         self.note("run/checkpoints/last.pt: a last.pt written by save_checkpoint")
         return path
 
+    def resnet34_weights(self) -> Path:
+        import torchvision
+
+        path = self.tmp / "resnet34.pth"
+        torch.manual_seed(0)
+        torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+        self.note("resnet34.pth: torchvision resnet34 random weights (torch.save of its "
+                  "state_dict)")
+        return path
+
+    def bomb_image_dataset(self) -> Path:
+        root = builders.copy_dataset(self.coco, self.tmp / "coco")
+        decompression_bomb_png(root / "train2014" / self.coco_files[4])
+        self.note(f"coco: a copy of the fixture with train2014/{self.coco_files[4]} replaced by "
+                  f"a PNG whose header says 20000 x 10000 pixels")
+        return root
+
+    def big_yaml(self, name: str, megabytes: int) -> Path:
+        """A mapping of ``megabytes`` MB (10**6 bytes): valid YAML, one short key per line."""
+        path = self.tmp / name
+        line_count = megabytes * 10**6 // 20
+        with open(path, "w") as f:
+            f.writelines(f"key{i:09d}: 12345\n" for i in range(line_count))    # 20 bytes
+        assert path.stat().st_size == megabytes * 10**6
+        self.note(f"{name}: a {megabytes} MB mapping of {line_count:,} keys")
+        return path
+
+    def bomb_config(self) -> Path:
+        self.note(f"config.yaml: data, dataset, and 'data' is {BOMB_NOTE}")
+        return self.yaml("config.yaml", {"dataset": "COCO2014", "data": alias_bomb()},
+                         note=False)
+
+    def bomb_space(self, key: str) -> Path:
+        path = self.space(**{key: "BOMB"})
+        self.notes[-1] = f"space.yaml: a valid space whose {key.replace('__', '.')} is {BOMB_NOTE}"
+        text = path.read_text()
+        bomb = yaml.safe_dump(alias_bomb(), default_flow_style=True, width=10**6).strip()
+        assert text.count("BOMB") == 1
+        path.write_text(text.replace("BOMB", bomb))
+        return path
+
+    def folder_named(self, name: str) -> Path:
+        """A dataset folder called ``name`` in ``tmp`` (the working dir of a row)."""
+        root = builders.copy_dataset(self.coco, self.tmp / name)
+        self.note(f"{name}/: a copy of the COCO2014 fixture, in the working dir")
+        return root
+
     def bare_state_dict(self) -> Path:
         path = self.tmp / "resnet.pth"
         torch.save({"conv1.weight": torch.zeros(2, 3)}, path)
@@ -184,6 +267,15 @@ class Workspace:
     def search(self, *extra: str, space: Optional[Path] = None) -> list[str]:
         return ["search", "--space", str(space or self.space()), *extra]
 
+    def valid_experiment(self) -> Path:
+        """An experiment folder (no trials yet) whose search_space.yaml is the valid space."""
+        text = self.space(name="earlier").read_text()
+        self.notes.pop()
+        path = self.experiment(text)
+        self.notes[-1] = ("experiments/earlier/: an experiment folder whose search_space.yaml is "
+                          "a valid space (no trials yet)")
+        return path
+
     def experiment(self, search_space: str | None = "name: x\n") -> Path:
         path = self.dir("experiments/earlier")
         self.notes.pop()
@@ -203,6 +295,8 @@ class Case:
     subprocess: bool = False       # run the real entry point as a user does
     xfail: Optional[str] = None    # a known gap: where the fix goes
     skip: Optional[str] = None
+    max_rss_mb: Optional[int] = None   # subprocess: its peak memory must stay below this
+    no_yaml: bool = False          # the refusal must come before any YAML is parsed
 
 
 def T(id, argv, *fragments, **kw) -> Case:
@@ -253,6 +347,30 @@ CASES: list[Case] = [
       "field 'batch_size' = 'many' must be an integer"),
     T("config-wrong-type-bool", lambda w: w.train("--config", str(w.config(lgc="yes"))),
       "field 'lgc' = 'yes' must be true or false"),
+    T("config-alias-bomb-as-data", lambda w: w.train("--config", str(w.bomb_config())),
+      lambda w: (str(w.tmp / "config.yaml"), "config file uses YAML aliases", "expand to",
+                 "at most 100,000"), subprocess=True, max_rss_mb=500),
+    T("config-recursive-alias",
+      lambda w: w.train("--config", str(w.file("c.yaml", "data: /d\nlr: &a [1, *a]\n"))),
+      lambda w: (str(w.tmp / "c.yaml"), "alias inside the value it names")),
+    T("config-nested-200-deep",
+      lambda w: (w.note("c.yaml: 'lr: [[[...]]]', lists nested 200 deep"),
+                 w.train("--config", str(w.file("c.yaml", "lr: " + "[" * 200 + "]" * 200 + "\n",
+                                                note=False))))[1],
+      lambda w: (str(w.tmp / "c.yaml"), "more than 100 levels deep")),
+    T("config-2-MB-refused-before-parsing",
+      lambda w: w.train("--config", str(w.big_yaml("c.yaml", 2))),
+      lambda w: (str(w.tmp / "c.yaml"), "at most 1 MiB", "2,000,000 bytes"), no_yaml=True),
+    T("config-data-a-list", lambda w: ["--config", str(w.config(data=["a"] * 1000)), *TINY,
+                                       f"--output-dir={w.out}"],
+      "field 'data' must be a string, got a list of 1,000 items"),
+    T("config-data-a-megabyte-string",
+      lambda w: w.train("--config", str(w.yaml("c.yaml", {"data": str(w.coco),
+                                                          "prob": "x" * 900_000}))),
+      "field 'prob' = 'xxxxxxxxxx", "(a str of 900,000 characters) must be a number"),
+    T("config-many-unknown-fields",
+      lambda w: w.train("--config", str(w.config(**{f"k{i:04d}": i for i in range(2000)}))),
+      "unknown field(s) ['k0000', 'k0001', 'k0002', 'k0003', 'k0004'] and 1,995 more"),
     T("config-without-data-and-no-DATA_ROOT",
       lambda w: ["--config", str(w.yaml("c.yaml", {"dataset": "COCO2014"})), *TINY],
       "no dataset root", "DATA_ROOT", "'data' field"),
@@ -319,7 +437,35 @@ CASES: list[Case] = [
       lambda w: w.train(data=w.damaged_dataset("voc", "VOCdevkit/VOC2007/JPEGImages",
                                                w.voc_test_files[1]), dataset="VOC2007"),
       lambda w: (w.voc_test_files[1], "test split", "--skip-bad-images")),
+    T("train-image-decompression-bomb",
+      lambda w: w.train(data=w.bomb_image_dataset()),
+      lambda w: (w.coco_files[4], "DecompressionBombError", "200000000 pixels",
+                 "--skip-bad-images")),
+    # --- train: weights of another architecture ------------------------------------------------
+    T("train-resnet34-weights-on-resnet18",
+      lambda w: w.train("--model-name=resnet18", f"--pretrainedModel={w.resnet34_weights()}",
+                        "--head=linear"),
+      lambda w: ("--pretrainedModel", str(w.tmp / "resnet34.pth"), "96 of its 218 tensors",
+                 "--model-name resnet18", "'layer1.2.conv1.weight'", "120 would load")),
+    # --- train: a dataset folder named like a command is DATA_ROOT before training flags -----
+    T("train-folder-named-demo", lambda w: [str(w.folder_named("demo").name),
+                                            *w.train("--b=0")[1:]],
+      "batch_size (--b) = 0", "need at least 1 image"),
+    T("train-folder-named-search", lambda w: [str(w.folder_named("search").name),
+                                              *w.train("--prob=2")[1:]],
+      "prob (--prob) = 2.0", subprocess=True),
     # --- search: the space file and --set -------------------------------------------------------
+    T("search-space-alias-bomb-as-name", lambda w: w.search(space=w.bomb_space("name")),
+      lambda w: (str(w.tmp / "space.yaml"), "search space file uses YAML aliases",
+                 "at most 100,000"), subprocess=True, max_rss_mb=500),
+    T("search-space-alias-bomb-as-fixed-data",
+      lambda w: w.search(space=w.bomb_space("fixed__data")),
+      lambda w: (str(w.tmp / "space.yaml"), "search space file uses YAML aliases",
+                 "at most 100,000"), subprocess=True, max_rss_mb=500),
+    T("search-space-50-MB-refused-before-parsing",
+      lambda w: w.search(space=w.big_yaml("s.yaml", 50)),
+      lambda w: (str(w.tmp / "s.yaml"), "--space reads YAML files of at most 1 MiB",
+                 "50,000,000 bytes"), no_yaml=True),
     T("search-space-missing", lambda w: w.search(space=w.tmp / "nope.yaml"),
       lambda w: (str(w.tmp / "nope.yaml"), "no such search space file")),
     T("search-space-is-a-directory", lambda w: w.search(space=w.dir("spaces")),
@@ -418,10 +564,12 @@ CASES: list[Case] = [
       "is not a pu-mlc experiment"),
     T("export-abbreviated-out", lambda w: ["export", str(w.experiment()), "--ou", "x"],
       "unrecognized arguments: --ou x", usage=True),
+    T("report-abbreviated-ou", lambda w: ["report", str(w.experiment()), "--ou", "x"],
+      "pu-mlc report: error: unrecognized arguments: --ou x", usage=True),
     T("export-truncated-search-space",
       lambda w: ["export", str(w.experiment("name: [x\n"))], "search_space.yaml"),
     T("export-out-under-a-file",
-      lambda w: ["export", str(w.experiment("resources: {num_workers: 1}\n")), "--out",
+      lambda w: ["export", str(w.valid_experiment()), "--out",
                  f"{w.file('exp.txt')}/exports"], "--out", "is a file"),
     # --- evaluate / predict ----------------------------------------------------------------
     T("evaluate-directory-as-checkpoint", lambda w: ["evaluate", str(w.dir("ckpts"))],
@@ -484,6 +632,8 @@ CASES: list[Case] = [
     T("demo-data-out-under-a-file",
       lambda w: ["make-demo-data", f"{w.file('demo')}/data", "--n-train=2", "--n-val=0",
                  "--n-test=1", "--canvas-size=32"], "is not a directory"),
+    T("demo-train-data-without-value", lambda w: ["demo-train", "--data"],
+      "argument --data: expected one argument", "(see pu-mlc demo-train --help)", usage=True),
     T("demo-train-bad-flag-refused-before-building",
       lambda w: ["demo-train", f"--data={w.tmp / 'demo'}", "--b=0"], "batch_size (--b) = 0"),
 ]
@@ -532,6 +682,16 @@ def guarded_stages(monkeypatch):
         monkeypatch.delenv(key, raising=False)
 
 
+def guard_yaml_parsing(monkeypatch) -> None:
+    """Any YAML parser started (PyYAML's pure Python reader, under every pure loader, and its
+    libyaml loaders) fails the row."""
+    guard = _guard("parsing YAML")
+    monkeypatch.setattr(yaml.reader.Reader, "__init__", guard)
+    for name in ("CBaseLoader", "CSafeLoader", "CFullLoader", "CUnsafeLoader", "CLoader"):
+        if hasattr(yaml, name):
+            monkeypatch.setattr(getattr(yaml, name), "__init__", guard)
+
+
 def run_in_process(argv: list[str], capsys) -> tuple[int, str, str]:
     from pu_mlc.cli import main
 
@@ -544,14 +704,53 @@ def run_in_process(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def run_subprocess(argv: list[str], cwd: Path, module: bool) -> tuple[int, str, str]:
+#: Runs an entry point (``-m pu_mlc`` or a script) as ``python`` would, then writes the peak
+#: resident memory of this process (VmHWM: of its own address space, not the pytest process it
+#: was forked from, which ``wait4``'s ru_maxrss would count) to $PU_MLC_PEAK_FILE.
+PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+
+def peak():
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    with open(os.environ["PU_MLC_PEAK_FILE"], "w") as f:
+        f.write(str(kb))
+
+atexit.register(peak)
+target, sys.argv = sys.argv[1], sys.argv[1:]
+if target == "-m":
+    sys.argv = sys.argv[1:]
+    runpy.run_module("pu_mlc", run_name="__main__", alter_sys=True)
+else:
+    runpy.run_path(target, run_name="__main__")
+"""
+
+
+def run_subprocess(argv: list[str], cwd: Path, module: bool, measure: bool = False
+                   ) -> tuple[int, str, str, Optional[dict]]:
+    """Run the real entry point; with ``measure``, also return its peak resident memory and
+    wall time (written outside ``cwd``)."""
+    import tempfile
+    import time
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for key in DIST_ENV:
         env.pop(key, None)
     command = [sys.executable, "-m", "pu_mlc"] if module else [sys.executable, str(ENTRY)]
-    proc = subprocess.run([*command, *argv], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=HANG_GUARD_S)
-    return proc.returncode, proc.stdout, proc.stderr
+    if not measure:
+        proc = subprocess.run([*command, *argv], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=HANG_GUARD_S)
+        return proc.returncode, proc.stdout, proc.stderr, None
+    with tempfile.TemporaryDirectory() as scratch:
+        env["PU_MLC_PEAK_FILE"] = peak_file = os.path.join(scratch, "peak_kb")
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *command[1:], *argv],
+                              cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=HANG_GUARD_S)
+        seconds = time.monotonic() - t0
+        peak_mb = int(Path(peak_file).read_text()) / 1024
+    return proc.returncode, proc.stdout, proc.stderr, {"max_rss_mb": round(peak_mb, 1),
+                                                       "seconds": round(seconds, 2)}
 
 
 def the_error_line(code: int, out: str, err: str, usage: bool) -> str:
@@ -562,6 +761,8 @@ def the_error_line(code: int, out: str, err: str, usage: bool) -> str:
     assert len(errors) == 1 and lines[-1] == errors[0], err
     if not usage:
         assert errors[0].startswith("error: "), err
+    else:                           # argparse's: the one line, no usage block, a --help pointer
+        assert len(lines) == 1 and "--help)" in errors[0], err
     return errors[0]
 
 
@@ -578,7 +779,8 @@ def anonymized(text: str, w: Workspace) -> str:
     return text
 
 
-def record(case: Case, argv: list[str], line: str, code: int, w: Workspace) -> None:
+def record(case: Case, argv: list[str], line: str, code: int, w: Workspace,
+           measured: Optional[dict] = None) -> None:
     target = os.environ.get("PU_MLC_REFUSALS")
     if not target:
         return
@@ -587,7 +789,7 @@ def record(case: Case, argv: list[str], line: str, code: int, w: Workspace) -> N
     row = {"id": case.id, "command": command, "input": anonymized("; ".join(w.notes), w),
            "exit": code,
            "line": anonymized(line, w), "how": "subprocess" if case.subprocess
-           else "in-process"}
+           else "in-process", **(measured or {})}
     with open(target, "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -616,15 +818,22 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(
     fragments = case.fragments(w) if callable(case.fragments) else case.fragments
     before = snapshot(tmp_path)
     monkeypatch.chdir(tmp_path)             # the default runs/ folder would appear here
+    if case.no_yaml:
+        guard_yaml_parsing(monkeypatch)
+    measured = None
     if case.subprocess:
-        code, out, err = run_subprocess(argv, tmp_path, module=argv[0] == "search")
+        code, out, err, measured = run_subprocess(argv, tmp_path, module=argv[0] == "search",
+                                                  measure=case.max_rss_mb is not None)
     else:
         code, out, err = run_in_process(argv, capsys)
     line = the_error_line(code, out, err, case.usage)
     for fragment in fragments:
         assert fragment in line, f"{fragment!r} not in {line!r}"
+    assert len(line) <= 2100, f"a {len(line):,}-character error line"
+    if case.max_rss_mb is not None:
+        assert measured["max_rss_mb"] < case.max_rss_mb, measured
     assert snapshot(tmp_path) == before, "the refused command wrote into tmp_path"
-    record(case, argv, line, code, w)
+    record(case, argv, line, code, w, measured)
 
 
 # --- outside the table ----------------------------------------------------------------------
@@ -632,7 +841,8 @@ def test_the_base_inputs_of_the_table_are_valid(tmp_path, coco2014_dataset, coco
                                                 voc2007_dataset, monkeypatch):
     """The rows fail for their own change, not because the base command or space is bad."""
     from pu_mlc.config import parse_train_args
-    from tune.space import check_inputs, load_search_spec
+    from tune.preflight import check_inputs
+    from tune.space_file import load_search_spec
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     w = Workspace(tmp_path, coco2014_dataset, coco_format_root, voc2007_dataset)
@@ -719,14 +929,103 @@ def test_a_search_refused_by_the_cluster_check_leaves_no_experiment_folder(
     and --resume (it differs once the space is fixed) until the folder is deleted."""
     from pu_mlc.errors import ConfigError
     from tune.search import run_search
-    from tune.space import load_search_spec
+    from tune.space_file import load_search_spec
 
     w = Workspace(tmp_path, coco2014_dataset, coco_format_root, voc2007_dataset)
     spec = load_search_spec(w.space(resources__cpus_per_worker=2))
+    for module in ("tune.study", "tune.hparams"):      # run_search's own imports, with real Ray
+        importlib.import_module(module)
     monkeypatch.setitem(sys.modules, "ray", _FakeRay())
     with pytest.raises(ConfigError, match="one trial needs 2.1 CPUs"):
         run_search(spec)
     assert not spec.experiment_dir.exists(), sorted(os.listdir(spec.experiment_dir))
+
+
+# --- messages quote a short prefix of any value -----------------------------------------------
+def test_shown_quotes_a_short_prefix_of_any_value_and_says_what_it_is():
+    from pu_mlc.errors import described, listed, shown
+
+    assert shown("abc") == "'abc'" and shown(1.5) == "1.5" and shown([1, 2]) == "[1, 2]"
+    assert shown("x" * 10**6) == f"'{'x' * 60}...' (a str of 1,000,000 characters)"
+    assert shown(list(range(10**6))).endswith(", ... (a list of 1,000,000 items)")
+    assert shown(10**5000) == "an int of about 5,000 digits"     # repr refuses over 4300 digits
+    bomb = alias_bomb(levels=30, width=10)                       # 10**30 strings, shared
+    assert len(shown(bomb)) < 120 and shown(bomb).endswith("(a list of 10 items)")
+    assert len(shown({"k" * 500: ["v" * 500]})) < 120
+    assert described([1, 2, 3]) == "a list of 3 items" and described({}) == "a mapping of 0 keys"
+    assert listed(["a", "b", "c"]) == "['a', 'b', 'c']"
+    assert listed(range(1000), limit=2) == "[0, 1] and 998 more"
+
+
+def test_the_error_line_is_capped_whatever_the_message():
+    from pu_mlc.cli import MAX_ERROR_CHARS, error_line
+    from pu_mlc.errors import ConfigError
+
+    line = error_line(ConfigError("word\n" * 5_000_000))
+    assert len(line) < MAX_ERROR_CHARS + 60 and "\n" not in line
+    assert line.endswith("... [message cut: 25,000,000 characters]")
+    assert error_line(ConfigError("a\n  b")) == "a b"
+
+
+# --- a first word that is a command and a folder ---------------------------------------------
+@pytest.mark.parametrize("argv, folder, called", [
+    (["demo", "--dataset=coco", "--b", "4"], True, ("train", ["demo", "--dataset=coco", "--b",
+                                                               "4"])),
+    (["demo", "--b=many"], True, ("train", ["demo", "--b=many"])),     # train names the value
+    (["evaluate", "--b=4", "--prob=0.5"], True, ("train", ["evaluate", "--b=4", "--prob=0.5"])),
+    (["./demo", "--b", "4"], True, ("train", ["./demo", "--b", "4"])),
+    (["train", "demo", "--b", "4"], True, ("train", ["demo", "--b", "4"])),
+    (["demo", "--dataset=coco", "--b", "4"], False, ("search side", ["demo", "--dataset=coco",
+                                                                     "--b", "4"])),
+    (["demo"], True, ("search side", ["demo"])),
+    (["demo", "--set", "budget.trials_per_task=1"], True,
+     ("search side", ["demo", "--set", "budget.trials_per_task=1"])),
+    (["demo", "--b=4", "--help"], True, ("search side", ["demo", "--b=4", "--help"])),
+    (["report", "exp", "--b=4"], True, ("search side", ["report", "exp", "--b=4"])),
+    (["search", "--space", "s.yaml", "--resume"], True,
+     ("search side", ["search", "--space", "s.yaml", "--resume"])),
+    (["demo-train", "--b=4"], True, ("demo-train", ["--b=4"])),
+    (["train", "--config", "c.yaml"], True, ("train", ["--config", "c.yaml"])),
+])
+def test_a_command_word_that_is_also_a_folder_is_data_root_only_before_training_flags(
+        argv, folder, called, tmp_path, monkeypatch, capsys):
+    """The rule of ``pu-mlc --help``: a first word naming a command is that command, except
+    when it is also a folder here and only training flags follow (then it is DATA_ROOT)."""
+    import pu_mlc.cli as cli
+
+    calls = []
+
+    def recorder(name):
+        def run(args, *_commands):
+            calls.append((name, list(args)))
+            return 0
+        return run
+
+    monkeypatch.setattr(cli, "run_train", recorder("train"))
+    monkeypatch.setattr(cli, "run_demo_train", recorder("demo-train"))
+    monkeypatch.setattr(cli, "_run_evaluate", recorder("evaluate"))
+    monkeypatch.setattr(cli, "run_search_side", recorder("search side"))
+    monkeypatch.chdir(tmp_path)
+    if folder:
+        for name in ("demo", "evaluate", "report", "search", "train", "demo-train"):
+            (tmp_path / name).mkdir()
+    assert cli.main(argv) == 0
+    assert calls == [called]
+    err = capsys.readouterr().err
+    if called[0] == "train" and argv[0] not in ("train", "./demo"):
+        assert f"training on the folder ./{argv[0]}" in err and f"'train {argv[0]}'" in err
+    else:
+        assert err == ""
+
+
+def test_the_usage_states_the_rule_for_folders_named_like_commands(capsys):
+    from pu_mlc.cli import main
+
+    assert main(["--help"]) == 0
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "when it is also a folder in the working directory and only training flags follow" \
+        in usage
+    assert "'train NAME' or './NAME'" in usage
 
 
 # --- the table for the issue note -----------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from tune.compare import compare_methods, mean_sd, paired_difference, reference_method
 from tune.search import StudyRunner, build_summary
 from tune.space import parse_search_spec
+from tune.store import StudyRecords, TrialRecord
 
 SPACE = {
     "name": "c", "budget": {"trials_per_task": 2, "repeats": 3},
@@ -32,14 +33,24 @@ def spec(**top):
     return parse_search_spec(raw, base_dir=Path("/tmp"))
 
 
+def trial(study, trial_id, *, stage="search", score=50.0, test=None, repeat=None,
+          params=None, status="finished", seconds=None) -> TrialRecord:
+    task, _, method = study.partition(".")
+    return TrialRecord(study=study, task=task, method=method, prob=0.1, trial_id=trial_id,
+                       stage=stage, repeat=repeat, params=dict(params or {}), seed=0,
+                       mask_seed=0, status=status, reason=None, epochs=1,
+                       selection_score=score, selected_weights="ema", selected_epoch=1,
+                       test_map=test, wall_seconds=seconds, train_seconds=0.0,
+                       eval_seconds=0.0, started=None, nodes={}, path=Path("/nowhere"))
+
+
 def outcome(study, best_params, test, repeats=None):
-    trials = [{"trial_id": f"r{r}", "status": "finished", "selected_test_mAP": v, "repeat": r}
-              for r, v in (repeats or {}).items()]
-    return {"search": {"study": study, "best": {"trial_id": "t", "best_score": 50.0,
-                                                "selected_test_mAP": test,
-                                                "params": best_params},
-                       "trials": 2, "trial_list": []},
-            "repeats": {"trial_list": trials, "trials": len(trials)} if repeats else None}
+    """A finished study: its selected search trial (and a worse one), and its repeats."""
+    trials = [trial(study, "t", test=test, params=best_params),
+              trial(study, "u", score=10.0, test=0.0, params=best_params)]
+    trials += [trial(study, f"r{r}", stage="repeats", score=None, test=v, repeat=r,
+                     params=best_params) for r, v in (repeats or {}).items()]
+    return StudyRecords(study, trials, search_done=True, repeats_done=bool(repeats))
 
 
 def test_mean_and_sample_sd():
@@ -81,13 +92,18 @@ def test_without_repeats_the_selected_runs_are_compared_with_no_spread():
 
 def test_summary_counts_every_stage_and_the_slot_utilisation():
     s = spec()
-    outcomes = {"p10.pu": outcome("p10.pu", {}, 60.0, {1: 60.0})}
-    outcomes["p10.pu"]["search"].update(trials=2, finished=2, trial_list=[
-        {"seconds": 30.0}, {"seconds": 10.0}])
-    outcomes["p10.pu"]["repeats"].update(finished=1, trial_list=[
-        {"seconds": 20.0, "status": "finished", "selected_test_mAP": 60.0, "repeat": 1}])
-    summary = build_summary(s, outcomes, [{"seconds": 40.0}, {"seconds": 20.0}], slots=2)
-    assert summary["trials"]["trials"] == 3 and summary["trials"]["finished"] == 3
+    study = StudyRecords("p10.pu", [
+        trial("p10.pu", "a", test=60.0, seconds=30.0),
+        trial("p10.pu", "b", score=40.0, test=50.0, seconds=10.0, status="stopped_by_scheduler"),
+        trial("p10.pu", "r1", stage="repeats", score=None, test=60.0, repeat=1, seconds=20.0)],
+        search_done=True, repeats_done=True)
+    summary = build_summary(s, {"p10.pu": study}, [{"seconds": 40.0}, {"seconds": 20.0}],
+                            slots=2)
+    assert summary["trials"]["trials"] == 3 and summary["trials"]["finished"] == 2
+    assert summary["trials"]["stopped_by_scheduler"] == 1
+    assert summary["studies"]["p10.pu"]["selected_trial"] == "a"
+    assert summary["studies"]["p10.pu"]["counts"] == {
+        "search": {"finished": 1, "stopped_by_scheduler": 1}, "repeats": {"finished": 1}}
     assert summary["wall_seconds"] == 60.0 and summary["trial_seconds"] == 60.0
     assert summary["slot_utilisation"] == pytest.approx(60.0 / (2 * 60.0))
 
@@ -99,15 +115,15 @@ def test_warm_start_waits_for_a_finished_neighbour_and_takes_the_nearest_best():
     assert runner._may_start(p10)                     # the method's first study starts at once
     assert not runner._may_start(p30) and not runner._may_start(p50)
     assert runner._may_start(s.study("p10.pbce"))     # another method has its own first study
-    runner.outcomes["p10.pu"] = outcome("p10.pu", {"alpha": 2.0, "ema": 0.99}, 60.0)
+    runner.selected["p10.pu"] = {"alpha": 2.0, "ema": 0.99}
     assert runner._may_start(p30) and runner._may_start(p50)
     assert runner._warm_points(p30) == [{"alpha": 2.0, "ema": 0.99}]
-    runner.outcomes["p50.pu"] = outcome("p50.pu", {"alpha": 3.0, "ema": 0.9997}, 70.0)
+    runner.selected["p50.pu"] = {"alpha": 3.0, "ema": 0.9997}
     # p30 is as near to p10 as to p50: both best configs
     assert runner._warm_points(p30) == [{"alpha": 2.0, "ema": 0.99},
                                         {"alpha": 3.0, "ema": 0.9997}]
     # a baseline never receives PU's configs, and nothing happens without warm start
     assert runner._warm_points(s.study("p30.pbce")) == []
     plain = StudyRunner(spec(), resume=False, slots=2, use_slot_resource=True)
-    plain.outcomes = runner.outcomes
+    plain.selected = runner.selected
     assert plain._warm_points(p30) == [] and plain._may_start(p50)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from pu_mlc.data import holdout_indices, label_cooccurrence, partial_labels
-from pu_mlc.errors import ConfigError
 
 
 def full_labels(n=4000, c=80, seed=7):
@@ -57,8 +56,8 @@ def test_another_seed_gives_another_mask():
 
 
 @pytest.mark.parametrize("prob", [0.0, -0.1, 1.5])
-def test_a_prob_outside_0_1_is_refused_naming_the_flag(prob):
-    with pytest.raises(ConfigError, match="--prob"):
+def test_a_prob_outside_0_1_is_refused_naming_it(prob):
+    with pytest.raises(ValueError, match=r"prob = .* must be in \(0, 1\]"):
         partial_labels(full_labels(10, 3), prob)
 
 
@@ -101,8 +100,8 @@ def test_holdout_keeps_at_least_one_image_on_each_side(n, fraction):
     assert len(train) >= 1 and len(val) >= 1 and len(train) + len(val) == n
 
 
-def test_holdout_refuses_a_fraction_outside_0_1_naming_the_flag():
-    with pytest.raises(ConfigError, match="--val-fraction"):
+def test_holdout_refuses_a_fraction_outside_0_1_naming_it():
+    with pytest.raises(ValueError, match="val_fraction = 1.0"):
         holdout_indices(10, 1.0)
 
 

@@ -91,10 +91,9 @@ def test_a_killed_ddp_worker_costs_no_trial_and_changes_no_result(coco_format_ro
     assert rc == 0, text[-4000:]
     assert not left, [(pid, cmdline(pid)) for pid in left]
 
-    trials = sorted(collect_trials(exp), key=lambda t: (t.output_dir / "config.yaml")
-                    .stat().st_mtime)
+    trials = sorted(collect_trials(exp), key=lambda t: t.started)
     assert len(trials) == 2 and [t.status for t in trials] == ["finished", "finished"], trials
-    first, twin = (_metrics(t.output_dir) for t in trials)
+    first, twin = (_metrics(t.path) for t in trials)
     assert first["status"] == twin["status"] == "finished"
     assert first["config"] == {**twin["config"], "output_dir": first["config"]["output_dir"],
                                "tensorboard_dir": first["config"]["tensorboard_dir"]}
@@ -108,7 +107,7 @@ def test_a_killed_ddp_worker_costs_no_trial_and_changes_no_result(coco_format_ro
     assert [_results(h) for h in first["history"]] == [_results(h) for h in twin["history"]]
     assert first["result"] == twin["result"]
     summary = json.loads((exp / "summary.json").read_text())
-    assert summary["trials"]["finished"] == 2 and summary["trials"]["errored"] == 0
+    assert summary["trials"]["finished"] == 2 and summary["trials"]["failed"] == 0
 
 
 def test_a_diverged_trial_is_a_completed_bad_trial_for_optuna_and_the_search_goes_on(
@@ -144,8 +143,7 @@ def test_a_diverged_trial_is_a_completed_bad_trial_for_optuna_and_the_search_goe
     records = collect_trials(exp)
     diverged = [r for r in records if r.status == "diverged"]
     assert len(diverged) >= 1
-    metrics = _metrics(min(diverged, key=lambda r: (r.output_dir / "config.yaml")
-                           .stat().st_mtime).output_dir)
+    metrics = _metrics(min(diverged, key=lambda r: r.started).path)
     assert metrics["status"] == "diverged" and metrics["failure"]["reason"]
     assert metrics["config"]["lr"] == 1.0e6
     summary = json.loads((exp / "summary.json").read_text())

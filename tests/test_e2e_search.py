@@ -5,13 +5,12 @@ One search (2 tasks x 2 trials, 2 gloo DDP workers per trial, ASHA, one study af
 ``storage_path`` given as a ``file://`` URI; the tests read
 back what it left: trial statuses (Tune's and each trial's own ``metrics.json``), TensorBoard
 event files (with tensorboard's own reader), the Optuna study in SQLite, the exports, and that
-each epoch checkpoint is stored once on disk.
+what stays on disk once trials end.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 
@@ -22,6 +21,7 @@ from pu_mlc.config import TrainConfig
 from ray_helpers import (PYTHON, REPO, free_port, read_scalars, run_entry, search_env, session_hparams,
                          tiny_overrides)
 from tune.export import collect_trials
+from store_checks import check_readers_agree
 from limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.e2e
@@ -45,40 +45,45 @@ def demo_search(coco_format_root, tmp_path_factory):
 def test_every_trial_finished_or_was_stopped_by_the_scheduler(demo_search):
     exp, _ = demo_search
     trials = collect_trials(exp)
-    assert sorted({t.task for t in trials}) == sorted(TASKS)
+    assert sorted({t.study for t in trials}) == sorted(TASKS)
     for task in TASKS:
-        mine = [t for t in trials if t.task == task]
+        mine = [t for t in trials if t.study == task]
         assert len(mine) == TRIALS
         assert {t.status for t in mine} <= {"finished", "stopped_by_scheduler"}, mine
         assert any(t.status == "finished" for t in mine)
         for t in mine:
-            assert 1 <= t.epochs <= t.config.train_epochs
-            assert t.best_score is not None and 0.0 <= t.best_score <= 100.0
+            assert 1 <= t.epochs <= t.config["train_epochs"]
+            assert t.selection_score is not None and 0.0 <= t.selection_score <= 100.0
 
 
 def test_the_first_trial_of_each_task_runs_the_published_setting(demo_search):
     exp, _ = demo_search
     for task in TASKS:
-        first = min((t for t in collect_trials(exp) if t.task == task),
-                    key=lambda t: (t.output_dir / "config.yaml").stat().st_mtime)
-        assert (first.config.alpha, first.config.gamma, first.config.ema) == (1.0, 0.55, 0.9997)
+        first = min((t for t in collect_trials(exp) if t.study == task), key=lambda t: t.started)
+        assert (first.config["alpha"], first.config["gamma"], first.config["ema"]) == \
+            (1.0, 0.55, 0.9997)
+        assert first.params == {"alpha": 1.0, "gamma": 0.55, "ema": 0.9997}
 
 
 def test_tensorboard_holds_one_run_per_trial_with_epoch_scalars_and_hparams(demo_search):
     exp, _ = demo_search
     for trial in collect_trials(exp):
-        run_dir = exp / "tensorboard" / trial.task / trial.trial_id
+        run_dir = exp / "tensorboard" / trial.study / trial.trial_id
         scalars, hparams = read_scalars(run_dir)
         for tag in ("train/loss", "train/lr", "val/mAP", "val/mAP_ema"):
             steps = [s for s, _ in scalars[tag]]
             assert steps == list(range(1, trial.epochs + 1)), (tag, steps)
-        assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
+        # the run carries its values; the experiment-wide definition is the search's (root)
+        assert "_hparams_/session_start_info" in hparams
+        assert "_hparams_/experiment" not in hparams
         recorded = session_hparams(hparams)
-        assert recorded["task"] == trial.task
+        assert recorded["task"] == trial.task and recorded["study"] == trial.study
         for key in ("alpha", "gamma", "ema"):
-            assert recorded[key] == pytest.approx(getattr(trial.config, key))
+            assert recorded[key] == pytest.approx(trial.config[key])
     runs = [p for p in (exp / "tensorboard").glob("*/*") if p.is_dir()]
     assert len(runs) == TRIALS * len(TASKS)
+    _, root = read_scalars(exp / "tensorboard")
+    assert set(root) == {"_hparams_/experiment"}
 
 
 def test_the_optuna_study_in_sqlite_has_every_trial_with_its_honest_state(demo_search):
@@ -97,11 +102,10 @@ def test_the_optuna_study_in_sqlite_has_every_trial_with_its_honest_state(demo_s
             expected = {"finished": optuna.trial.TrialState.COMPLETE,
                         "stopped_by_scheduler": optuna.trial.TrialState.PRUNED}[record.status]
             assert trial.state == expected, (trial.number, trial.state, record.status)
-            assert record.task == task
+            assert record.study == task
             seen = trial.user_attrs["epochs"]
             if seen == record.epochs:
-                assert trial.user_attrs["selected_test_mAP"] == pytest.approx(
-                    record.selected_test_map)
+                assert trial.user_attrs["selected_test_mAP"] == pytest.approx(record.test_map)
             else:
                 # stopped on epoch N's result, the trial had validated more epochs before the
                 # stop reached its workers: Optuna froze what the scheduler saw, the trial's
@@ -111,10 +115,18 @@ def test_the_optuna_study_in_sqlite_has_every_trial_with_its_honest_state(demo_s
                 assert trial.user_attrs["stopped_by_scheduler"] is True
     summary = json.loads((exp / "summary.json").read_text())
     for study in summary["studies"].values():
-        for entry in study["search"]["trial_list"]:
+        for entry in study["trials"]:
             record = records[entry["trial_id"]]
-            assert (entry["epochs"], entry["best_score"], entry["selected_test_mAP"]) == \
-                (record.epochs, record.best_score, record.selected_test_map), (entry, record)
+            assert (entry["epochs"], entry["selection_score"], entry["test_mAP"]) == \
+                (record.epochs, record.selection_score, record.test_map), (entry, record)
+
+
+def test_every_reader_of_the_finished_search_tells_the_same_story(demo_search, tmp_path):
+    """The store's records, summary.json, all_trials.csv, best.json, the report's results and
+    the Optuna study agree on every trial's status and epochs and on each selected trial."""
+    exp, _ = demo_search
+    selected = check_readers_agree(exp, tmp_path / "exports")
+    assert set(selected) == set(TASKS) and all(selected.values())
 
 
 def test_one_study_after_another_when_concurrent_studies_is_one(demo_search):
@@ -168,7 +180,11 @@ def test_export_writes_configs_commands_and_a_csv_of_all_trials(demo_search):
     assert len(rows) == 1 + TRIALS * len(TASKS)
     for task in TASKS:
         assert (exp / "exports2" / task / "best_config.yaml").exists()
-        assert "torchrun --nproc_per_node=2" in (exp / "exports2" / task / "command.sh").read_text()
+        command = (exp / "exports2" / task / "command.sh").read_text()
+        assert "torchrun --nproc_per_node=2 -m pu_mlc train" in command
+        assert "export OMP_NUM_THREADS=1" in command
+        header = (exp / "exports2" / task / "best_config.yaml").read_text().splitlines()[:4]
+        assert header[0] == f"# pu-mlc export: the selected trial of study {task}"
 
 
 def test_rerunning_an_exported_command_reproduces_the_trial_config_field_for_field(
@@ -183,13 +199,13 @@ def test_rerunning_an_exported_command_reproduces_the_trial_config_field_for_fie
     assert differing <= location
 
     argv = shlex.split(best["command"])
-    assert argv[:2] == ["torchrun", "--nproc_per_node=2"] and argv[2] == "train_entry.py"
+    assert argv[:5] == ["torchrun", "--nproc_per_node=2", "-m", "pu_mlc", "train"]
     out_dir = tmp_path / "rerun"
-    argv = [a for a in argv[3:] if not a.startswith("--output-dir=")] + [
+    argv = [a for a in argv[5:] if not a.startswith("--output-dir=")] + [
         f"--output-dir={out_dir}"]
     proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           f"--master-port={free_port()}", str(REPO / "train_entry.py"), *argv],
-                          cwd=REPO, env=search_env(), capture_output=True, text=True,
+                           f"--master-port={free_port()}", "-m", "pu_mlc", "train", *argv],
+                          cwd=tmp_path, env=search_env(), capture_output=True, text=True,
                           timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rerun_cfg = TrainConfig.from_yaml(out_dir / "config.yaml")
@@ -203,7 +219,7 @@ def test_every_trial_says_how_it_ended_in_its_metrics_json_and_the_summary_count
     exp, proc = demo_search
     trials = collect_trials(exp)
     for t in trials:
-        metrics = json.loads((t.output_dir / "metrics.json").read_text())
+        metrics = json.loads((t.path / "metrics.json").read_text())
         assert metrics["status"] == t.status, (t.trial_id, metrics["status"], t.status)
         if t.status == "stopped_by_scheduler":
             assert "scheduler" in metrics["failure"]["reason"]
@@ -213,28 +229,32 @@ def test_every_trial_says_how_it_ended_in_its_metrics_json_and_the_summary_count
     assert counts["finished"] == sum(t.status == "finished" for t in trials)
     assert counts["stopped_by_scheduler"] == sum(t.status == "stopped_by_scheduler"
                                                  for t in trials)
-    assert counts["failed"] == counts["diverged"] == counts["errored"] == 0
+    assert counts["failed"] == counts["diverged"] == counts["unfinished"] == 0
     assert counts["finished"] + counts["stopped_by_scheduler"] == counts["trials"]
     assert f"trials:       {counts['trials']} run: {counts['finished']} finished" in proc.stdout
     assert len(summary["legs"]) == 1 and summary["wall_seconds"] == summary["legs"][0]["seconds"]
 
 
-def test_each_epoch_checkpoint_is_stored_once(demo_search):
-    """Ray Train keeps the trial's last checkpoint (what a restart reads); the trial's own
-    ``checkpoints/last.pt`` is the same file (a hard link), not a second copy."""
-    exp, _ = demo_search
-    linked = 0
+def test_an_ended_trial_keeps_no_resume_state_and_the_top_trials_keep_their_weights(
+        demo_search):
+    """Once a trial ends, Ray Train's checkpoint of it (``last.pt`` with optimizer state) is
+    gone and the trial folder never had one; ``best.pt`` (weights only) stays for the
+    ``checkpoints.keep_top`` (2) best trials of each study: here every trial."""
+    import torch
+
+    exp, proc = demo_search
     for t in collect_trials(exp):
-        ours = t.output_dir / "checkpoints" / "last.pt"
-        kept = list((exp / "ray_train" / f"{t.task}-{t.trial_id}").glob("checkpoint_*/last.pt"))
-        assert len(kept) == 1, kept                      # num_to_keep=1
-        assert os.path.samefile(ours, kept[0])
-        linked += 1
-    assert linked == TRIALS * len(TASKS)
-    apparent = subprocess.run(["du", "-slk", str(exp)], capture_output=True, text=True)
-    real = subprocess.run(["du", "-sk", str(exp)], capture_output=True, text=True)
-    print(f"disk use of the experiment: {real.stdout.split()[0]} KiB on disk, "
-          f"{apparent.stdout.split()[0]} KiB if every hard link were a copy")
+        assert not list((exp / "ray_train" / f"{t.study}-{t.trial_id}").glob("checkpoint_epoch*"))
+        assert not list(t.path.rglob("last.pt"))
+        assert t.has_weights, t.trial_id
+        saved = torch.load(t.weights_file, map_location="cpu", weights_only=True)
+        assert "optimizer" not in saved and "recipe" not in saved and saved["which"] in (
+            "regular", "ema")
+    summary = json.loads((exp / "summary.json").read_text())
+    size = summary["size_on_disk_bytes"]
+    assert 0 < size and f"disk:         {size / 2 ** 20:.0f} MiB" in proc.stdout
+    print(f"disk use of the experiment: {size / 2 ** 20:.1f} MiB for "
+          f"{TRIALS * len(TASKS)} trials")
 
 
 def test_a_storage_path_on_an_object_store_is_refused_before_ray_starts(coco_format_root,

@@ -21,6 +21,7 @@ import yaml
 from ray_helpers import (PYTHON, REPO, cmdline, new_marker, registered_checkpoint_epoch,
                          run_entry, search_env, stop_marked, tiny_overrides)
 from tune.export import collect_trials
+from store_checks import check_readers_agree
 from limits import HANG_GUARD_S
 
 pytestmark = pytest.mark.e2e
@@ -124,6 +125,9 @@ def test_a_search_killed_twice_loses_duplicates_and_reruns_nothing(coco_format_r
     exp = storage / "resume"
 
     first = _kill_when(args, lambda: _mid_stage(exp, repeats=False))
+    # an interrupted experiment: every reader of its trials tells the same story
+    interrupted = check_readers_agree(exp, tmp_path / "read-interrupted")
+    assert interrupted[STUDY] is not None
     second = _kill_when(args + ["--resume"], lambda: _mid_stage(exp, repeats=True))
     proc = run_entry(args + ["--resume"], timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -155,6 +159,8 @@ def test_a_search_killed_twice_loses_duplicates_and_reruns_nothing(coco_format_r
     assert tune_params == optuna_params
     assert sorted(t.user_attrs["ray_trial_id"] for t in complete) == \
         sorted(t.trial_id for t in trials if t.stage == "search")
+
+    check_readers_agree(exp, tmp_path / "read-finished")
 
     # the wall time counts all three runs of the search
     summary = json.loads((exp / "summary.json").read_text())

@@ -31,8 +31,13 @@ def test_a_study_starts_from_the_best_config_of_the_nearest_finished_proportion(
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = storage / "warm"
     summary = json.loads((exp / "summary.json").read_text())
-    first, second = summary["studies"]["p20"]["search"], summary["studies"]["p10"]["search"]
-    best = first["best"]["params"]
+    from tune.store import ExperimentStore
+
+    store = ExperimentStore(exp)
+    first, second = store.stage_record("search", "p20"), store.stage_record("search", "p10")
+    selected = summary["studies"]["p20"]["selected_trial"]
+    best = next(t for t in summary["studies"]["p20"]["trials"]
+                if t["trial_id"] == selected)["params"]
     assert first["warm_start"] == [] and second["warm_start"] == [best]
 
     storage_url = f"sqlite:///{exp / 'optuna.sqlite3'}"

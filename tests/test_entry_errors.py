@@ -129,14 +129,17 @@ def test_an_unreadable_training_image_is_named_with_the_skip_option(coco, coco20
     name = coco2014_dataset.splits["train"].files[4]
     builders.garbage_file(coco / "train2014" / name)
     proc = refused_run(tmp_path, coco, "COCO2014")
-    assert_refused(proc, name, str(coco / "train2014"), "--skip-bad-images")
+    assert_refused(proc, name, str(coco / "train2014"), "--skip-bad-images",
+                   f"{name} (not a readable image (UnidentifiedImageError")
 
 
 def test_a_truncated_test_image_is_named_with_the_skip_option(voc, voc2007_dataset, tmp_path):
     name = voc2007_dataset.splits["test"].files[1]
     builders.truncate_file(voc / "VOCdevkit" / "VOC2007" / "JPEGImages" / name)
     proc = refused_run(tmp_path, voc, "VOC2007")
-    assert_refused(proc, name, "test split", "--skip-bad-images")
+    line = assert_refused(proc, name, "test split", "--skip-bad-images")
+    assert f"{name} (truncated JPEG (" in line or f"{name} (not a readable image (" in line, line
+    assert "WARNING" not in proc.stderr, proc.stderr        # the reason is in the error line
 
 
 def test_skip_bad_images_trains_without_them_and_counts_them(coco, coco2014_dataset, tmp_path):

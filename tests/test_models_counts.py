@@ -180,7 +180,7 @@ def test_non_finite_word_vectors_are_refused():
 
 
 def test_the_ssgrl_head_requires_word_vectors_and_adjacency():
-    with pytest.raises(ConfigError, match="word_vectors and adjacency.*--head linear"):
+    with pytest.raises(ValueError, match="word_vectors and adjacency.*the linear head"):
         build_model("resnet50", 80)
 
 

@@ -101,13 +101,12 @@ def test_a_narrower_head_scales_every_width_and_still_computes_the_published_for
         torch.testing.assert_close(head(x), reference_logits(head, x), rtol=1e-10, atol=1e-12)
 
 
-def test_an_odd_head_width_is_refused_naming_the_flag():
+def test_an_odd_head_width_is_refused_naming_it():
     import pytest
 
-    from pu_mlc.errors import ConfigError
     from pu_mlc.models.heads import create_head
 
     words = np.zeros((C, D_W), np.float32)
-    with pytest.raises(ConfigError, match="--head-dim"):
+    with pytest.raises(ValueError, match="head width = 7"):
         create_head("ssgrl", IN_CH, C, word_vectors=words, adjacency=np.eye(C, dtype=np.float32),
                     head_dim=7)

@@ -22,7 +22,8 @@ import yaml
 
 from pu_mlc.config import TrainConfig
 from pu_mlc.errors import ConfigError
-from tune.report import REFERENCE_CSV, write_report
+from tune.published import REFERENCE_CSV
+from tune.report import write_report
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -87,21 +88,28 @@ SPACE = {
 CLASSES = ["cat", "dog", "bird"]
 
 
+_TICKS = iter(range(1, 1_000_000))
+
+
+def _clock() -> float:
+    """Start times in writing order (the selection's tie break)."""
+    return 1_000.0 + next(_TICKS)
+
+
 def _write_trial(exp: Path, study: str, trial_id: str, *, prob: float, loss: str,
                  params: dict, score: float, test: float, dataset: str = "coco",
                  status: str = "finished",
                  repeat: int | None = None, seconds: float = 100.0,
                  epochs: int = 2) -> None:
-    stage = "tune_repeats" if repeat is not None else "tune"
-    tune_dir = exp / stage / study / f"{study}_{trial_id}"
-    tune_dir.mkdir(parents=True)
-    (tune_dir / "params.json").write_text(json.dumps(
-        {**params, **({"repeat": repeat} if repeat is not None else {})}))
-    (tune_dir / "result.json").write_text(
-        json.dumps({"epoch": epochs, "best_score": score, "time_total_s": seconds}) + "\n")
     out = exp / "trials" / study / trial_id
     out.mkdir(parents=True)
     seed = repeat or 0
+    task, method = study.split(".")
+    (out / "trial.json").write_text(json.dumps({
+        "study": study, "task": task, "method": method, "prob": prob,
+        "stage": "repeats" if repeat is not None else "search", "repeat": repeat,
+        "params": params, "seed": seed, "mask_seed": seed, "started": _clock(),
+        "seconds": seconds}))
     cfg = TrainConfig(data=str(exp / "data"), dataset=dataset, prob=prob,
                       loss=loss, epochs=2, train_epochs=2, seed=seed, mask_seed=seed,
                       protocol="honest", output_dir=str(out), **params)
@@ -148,8 +156,8 @@ def make_experiment(root: Path, dataset: str = "coco", partial: bool = False) ->
             best = max(trials, key=lambda t: t[2])
             if partial and study == "p10.pu_mlc":
                 continue
-            (exp / "tune" / study / ".pu_mlc_done").write_text(json.dumps(
-                {"best": {"trial_id": best[0]}, "trial_list": []}))
+            (exp / "tune" / study).mkdir(parents=True, exist_ok=True)
+            (exp / "tune" / study / ".pu_mlc_done").write_text(json.dumps({"trials": 2}))
             for r, test in enumerate(repeats[study], start=1):
                 if partial and study == "p10.partial_bce" and r == 2:
                     continue
@@ -157,6 +165,7 @@ def make_experiment(root: Path, dataset: str = "coco", partial: bool = False) ->
                              score=best[2], test=test, repeat=r, seconds=50.0,
                              dataset=dataset)
             if not (partial and study == "p10.partial_bce"):
+                (exp / "tune_repeats" / study).mkdir(parents=True, exist_ok=True)
                 (exp / "tune_repeats" / study / ".pu_mlc_done").write_text("{}")
     return exp
 
@@ -193,9 +202,10 @@ def test_a_handmade_finished_experiment_gives_the_expected_numbers(tmp_path):
 def test_a_partial_experiment_is_reported_and_says_which_studies_are_unfinished(tmp_path,
                                                                                 capsys):
     exp = make_experiment(tmp_path / "exp", partial=True)
-    running = exp / "tune" / "p10.pu_mlc" / "p10.pu_mlc_b2"      # started, nothing written yet
+    running = exp / "trials" / "p10.pu_mlc" / "b2"          # started, no epoch recorded yet
     running.mkdir()
-    (running / "params.json").write_text(json.dumps({"alpha": 0.5, "gamma": 1.0}))
+    (running / "trial.json").write_text(json.dumps({
+        "stage": "search", "params": {"alpha": 0.5, "gamma": 1.0}, "started": _clock()}))
     code, out, err = _run_cli(["report", str(exp), "--out", str(tmp_path / "r")], capsys)
     assert code == 0, err
     assert "partial experiment" in out and str(tmp_path / "r" / "report.md") in out
@@ -205,7 +215,7 @@ def test_a_partial_experiment_is_reported_and_says_which_studies_are_unfinished(
     assert res["unfinished"]["full.partial_bce"] == "not started"
     assert res["unfinished"]["p10.pu_mlc"].startswith("search not finished (1 of 2")
     assert res["studies"]["p10.pu_mlc"]["trials"]["search"] == {"finished": 1,
-                                                                "no results yet": 1}
+                                                                "not_started": 1}
     assert res["unfinished"]["p10.partial_bce"].startswith("repeats not finished")
     # what has finished is still reported: one repeat of p10.partial_bce, the full pu_mlc cell
     assert res["table"]["partial_bce"]["cells"]["p10"]["mean"] == pytest.approx(47.0)
@@ -277,14 +287,14 @@ def methods_report(methods_search, tmp_path_factory):
 
 
 def _search_metrics(exp: Path, summary: dict, study: str) -> dict[str, dict]:
-    ids = [t["trial_id"] for t in summary["studies"][study]["search"]["trial_list"]]
+    ids = [t["trial_id"] for t in summary["studies"][study]["trials"] if t["stage"] == "search"]
     return {i: json.loads((exp / "trials" / study / i / "metrics.json").read_text())
             for i in ids}
 
 
 def _repeat_tests(exp: Path, summary: dict, study: str) -> dict[int, float]:
     out = {}
-    for t in summary["studies"][study]["repeats"]["trial_list"]:
+    for t in (t for t in summary["studies"][study]["trials"] if t["stage"] == "repeats"):
         m = json.loads((exp / "trials" / study / t["trial_id"] / "metrics.json").read_text())
         if m["status"] == "finished":
             out[int(t["repeat"])] = m["result"]["test_mAP"]

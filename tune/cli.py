@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from pu_mlc.argparse_tools import ArgumentParser
 from pu_mlc.cli import guarded, setup_logging
 
 log = logging.getLogger("tune")
@@ -18,7 +19,7 @@ DEMO_DATA = Path("demo_data")
 
 
 def search_parser(prog: str = "pu-mlc search") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, allow_abbrev=False, description="Run a Ray Tune + Optuna search over "
+    p = ArgumentParser(prog=prog, allow_abbrev=False, description="Run a Ray Tune + Optuna search over "
                                 "Ray Train DDP trials (see search_spaces/README.md).")
     p.add_argument("--space", required=True, help="search space YAML file")
     p.add_argument("--resume", action="store_true",
@@ -35,7 +36,8 @@ def search_parser(prog: str = "pu-mlc search") -> argparse.ArgumentParser:
 def run_search_command(argv: Sequence[str]) -> int:
     ns = search_parser().parse_args(list(argv))
     setup_logging(ns.verbose)
-    from .space import check_inputs, load_search_spec, parse_override
+    from .preflight import check_inputs
+    from .space_file import load_search_spec, parse_override
 
     overrides = dict(parse_override(s) for s in ns.set)
     spec = load_search_spec(ns.space, overrides)        # every error before Ray starts
@@ -95,8 +97,8 @@ def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
              f"  trials:       {counts.get('trials', 0)} run: "
              f"{counts.get('finished', 0)} finished, "
              f"{counts.get('stopped_by_scheduler', 0)} stopped early by the scheduler, "
-             f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed "
-             f"({counts.get('errored', 0)} errored in Ray Tune)",
+             f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed"
+             + (f", {counts['unfinished']} unfinished" if counts.get("unfinished") else ""),
              f"  TensorBoard:  tensorboard --logdir {exp / 'tensorboard'}",
              f"  Optuna study: optuna-dashboard {spec.study_storage}"]
     if exported:
@@ -107,6 +109,10 @@ def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
             lines.append(f"  trial time:   {t['trial_seconds']:.0f} s in {t['trials']} trials, "
                          f"{100 * (1 - t['fraction_outside_training_steps']):.0f}% in training "
                          f"steps, {100 * t['fraction_evaluation']:.0f}% evaluating")
+    if summary.get("size_on_disk_bytes") is not None:
+        lines.append(f"  disk:         {summary['size_on_disk_bytes'] / 2 ** 20:.0f} MiB "
+                     f"(resume checkpoints released as trials end; best.pt kept for the top "
+                     f"{spec.checkpoints.keep_top} trial(s) of each study)")
     if summary.get("slot_utilisation") is not None:
         lines.append(f"  trial slots:  {summary['slots']}, busy "
                      f"{100 * summary['slot_utilisation']:.0f}% of the search's wall time")
@@ -153,7 +159,7 @@ def results_lines(spec, summary: dict) -> list[str]:
 
 
 def run_export_command(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="pu-mlc export", allow_abbrev=False,
+    p = ArgumentParser(prog="pu-mlc export", allow_abbrev=False,
                                 description="Export the best config of every study.")
     p.add_argument("experiment_dir")
     p.add_argument("--out", default=None, help="default: EXPERIMENT_DIR/exports")
@@ -175,7 +181,7 @@ def run_export_command(argv: Sequence[str]) -> int:
 
 def run_report_command(argv: Sequence[str]) -> int:
     """Write an experiment's report: report.md, results.json and figures/ (PNG)."""
-    p = argparse.ArgumentParser(prog="pu-mlc report", allow_abbrev=False,
+    p = ArgumentParser(prog="pu-mlc report", allow_abbrev=False,
                                 description="Write the report of a search (finished or not): "
                                             "report.md (the results table, paired "
                                             "differences, published rows, selected configs "
@@ -206,7 +212,7 @@ def run_report_command(argv: Sequence[str]) -> int:
 
 def run_demo_command(argv: Sequence[str]) -> int:
     """Build the built-in dataset if missing, then run the demo search on a local Ray."""
-    p = argparse.ArgumentParser(prog="pu-mlc demo", allow_abbrev=False, description=run_demo_command.__doc__)
+    p = ArgumentParser(prog="pu-mlc demo", allow_abbrev=False, description=run_demo_command.__doc__)
     p.add_argument("--data", default=str(DEMO_DATA), help="where the demo dataset lives")
     p.add_argument("--space", default=str(DEMO_SPACE))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -214,7 +220,8 @@ def run_demo_command(argv: Sequence[str]) -> int:
     setup_logging()
     from pu_mlc.presets import ensure_demo_data
 
-    from .space import check_inputs, load_search_spec, parse_override
+    from .preflight import check_inputs
+    from .space_file import load_search_spec, parse_override
 
     data = ensure_demo_data(ns.data)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -225,11 +232,14 @@ def run_demo_command(argv: Sequence[str]) -> int:
     return _search_and_report(spec, resume=False)
 
 
+#: The search's commands of ``pu-mlc`` (registered in pyproject.toml under the entry-point
+#: group ``pu_mlc.commands``; ``train_entry.py`` passes them directly).
+COMMANDS = {"search": run_search_command, "export": run_export_command,
+            "report": run_report_command, "demo": run_demo_command}
+
+
 def main(argv: Sequence[str]) -> int:
-    commands = {"search": run_search_command, "export": run_export_command,
-                "report": run_report_command,
-                "demo": run_demo_command}
-    return guarded(commands[argv[0]], argv[1:])
+    return guarded(COMMANDS[argv[0]], argv[1:])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ never joins another one: a plain ``ray.init()`` would attach to whatever cluster
 on this host last wrote into ``/tmp/ray/ray_current_cluster``; ``address="local"`` does not look.
 The local instance
 
-- keeps its session files (logs, sockets) in its own temporary folder, removed at exit;
+- keeps its session files (logs, sockets) in its own temporary folder ``pumlc-ray-*``, readable
+  by this user only (mode 0700, also after Ray made its folders 0777), removed at exit; the
+  folder records its driver's pid, so a folder whose driver was killed (SIGKILL leaves no exit
+  to remove it) is removed by the next search that starts a private Ray with the same temp dir;
 - is a one-machine cluster on 127.0.0.1: every Ray listener (GCS, raylet, object manager,
   workers, agents, the dashboard and jobs API) binds the loopback interface only. Ray 2.60
   replaces a node address of 127.0.0.1 given to ``ray.init(_node_ip_address=...)`` by the
@@ -31,13 +34,15 @@ The local instance
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 from pu_mlc.errors import ConfigError
 
@@ -107,10 +112,11 @@ def init_ray(spec: SearchSpec) -> str:
     _loopback_only()
     _one_machine_train_settings()
     slots = local_trial_slots(spec)
+    atexit.register(_shutdown_and_clean, temp_dir)
     ray.init(address="local", num_cpus=cpus, include_dashboard=True, log_to_driver=True,
              dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
              resources={TRIAL_SLOT: slots})
-    atexit.register(_shutdown_and_clean, temp_dir)
+    _keep_private(temp_dir)
     return (f"a private local Ray ({cpus} logical CPUs, {slots} trial slot(s), session files "
             f"in {temp_dir})")
 
@@ -138,11 +144,144 @@ def _one_machine_train_settings() -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
+#: The private session folders' name prefix, and the file in each naming its driver.
+_TEMP_PREFIX = "pumlc-ray-"
+_DRIVER_FILE = "pumlc-driver.json"
+
+
 def _private_temp_dir() -> str:
+    """A new private session folder (mode 0700, its driver's pid recorded in it), after removing
+    the folders of earlier drivers that are gone (see :func:`remove_stale_temp_dirs`)."""
+    base = _temp_base()
+    remove_stale_temp_dirs(base)
+    path = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=base)
+    _write_driver_record(Path(path))
+    return path
+
+
+def _temp_base() -> str:
     base = os.environ.get("RAY_TMPDIR") or "/tmp"
     if len(base) > _MAX_TEMP_BASE or not os.path.isdir(base):
         base = tempfile.gettempdir() if len(tempfile.gettempdir()) <= _MAX_TEMP_BASE else "/tmp"
-    return tempfile.mkdtemp(prefix="pumlc-ray-", dir=base)
+    return base
+
+
+def _process_start(pid: int) -> Optional[int]:
+    """The start time of process ``pid`` (clock ticks since boot, /proc), None where unknown:
+    with the pid it names one process, also after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            line = f.read()
+        return int(line[line.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _write_driver_record(folder: Path) -> None:
+    record = {"pid": os.getpid(), "start": _process_start(os.getpid())}
+    try:
+        fd = os.open(folder / _DRIVER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+    except OSError as err:              # the folder still works; it is only not cleaned later
+        log.debug("could not record the driver in %s: %s", folder, err)
+
+
+def _driver_is_gone(folder: Path) -> bool:
+    """True when ``folder``'s recorded driver no longer runs: its pid is dead, or now belongs
+    to a process started at another time. False without a readable record (a folder of an
+    older pu-mlc, or one whose driver is writing it right now)."""
+    try:
+        record = json.loads((folder / _DRIVER_FILE).read_text())
+        pid, start = int(record["pid"]), record.get("start")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:                         # alive, another user's: not our driver
+        return True
+    now = _process_start(pid)
+    return start is not None and now is not None and now != start
+
+
+def _used_by_a_live_process(folder: Path) -> bool:
+    """Whether a running process names ``folder`` in its command line (Ray's raylet and GCS
+    name their session folder there), works in it or holds a file in it open (Ray's agents,
+    orphaned by a killed driver, keep writing their logs for a minute or two): such a folder is
+    in use whatever its record says. Linux (/proc) only; elsewhere nothing is seen in use."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    name = str(folder)
+    needle = name.encode()
+
+    def inside(link: str) -> bool:
+        return link == name or link.startswith(name + "/")
+
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes() or inside(os.readlink(entry / "cwd")):
+                return True
+            for fd in os.scandir(entry / "fd"):
+                if inside(os.readlink(fd.path)):
+                    return True
+        except OSError:                             # gone meanwhile, or another user's
+            continue
+    return False
+
+
+def remove_stale_temp_dirs(base: str | Path) -> list[Path]:
+    """Remove the private session folders in ``base`` left by drivers that are gone (killed:
+    SIGKILL runs no exit handler); return those removed.
+
+    Removed: a ``pumlc-ray-*`` directory (not a link) owned by this user whose recorded driver
+    no longer runs and that no running process uses (:func:`_used_by_a_live_process`). Kept:
+    every other folder, those of live drivers, those of other users, those without a driver
+    record (made by an older pu-mlc, or being made right now)."""
+    removed = []
+    try:
+        candidates = sorted(Path(base).glob(_TEMP_PREFIX + "*"))
+    except OSError:
+        return removed
+    for folder in candidates:
+        try:
+            st = folder.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        if not _driver_is_gone(folder) or _used_by_a_live_process(folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    if removed:
+        log.info("removed %d session folder(s) of earlier searches whose driver is gone: %s",
+                 len(removed), ", ".join(map(str, removed)))
+    return removed
+
+
+def _keep_private(temp_dir: str) -> None:
+    """Ray makes the folder it is given, and the session, logs and sockets folders in it, mode
+    0777 (for several users sharing /tmp/ray): make them this user's again. The folder itself
+    at 0700 closes everything under it; the session folders are narrowed too."""
+    root = Path(temp_dir)
+    folders = [root]
+    for session in root.glob("session_*"):
+        if session.is_dir() and not session.is_symlink():
+            folders.append(session)
+            folders += [p for p in session.iterdir() if p.is_dir() and not p.is_symlink()]
+    for folder in folders:
+        try:
+            os.chmod(folder, 0o700)
+        except OSError as err:
+            log.warning("could not make %s private (mode 0700): %s", folder, err)
 
 
 def _ensure_private_token() -> None:

@@ -13,6 +13,7 @@ import math
 from typing import Any, Optional
 
 from .space import SearchSpec
+from .store import StudyRecords
 
 
 def reference_method(spec: SearchSpec) -> Optional[str]:
@@ -34,51 +35,47 @@ def mean_sd(values: list[float]) -> dict[str, Any]:
     return {"n": n, "mean": mean, "sd": sd}
 
 
-def repeat_values(repeats: Optional[dict]) -> dict[int, float]:
-    """Test mAP of each finished repeat, by repeat number."""
-    out: dict[int, float] = {}
-    for t in (repeats or {}).get("trial_list", []):
-        if t.get("status") == "finished" and t.get("selected_test_mAP") is not None \
-                and t.get("repeat") is not None:
-            out[int(t["repeat"])] = float(t["selected_test_mAP"])
-    return out
-
-
-def method_result(search: dict, repeats: Optional[dict], expected_repeats: int) -> dict:
-    best = search.get("best") or {}
-    values = repeat_values(repeats)
+def method_result(records: StudyRecords, expected_repeats: int) -> dict:
+    """A method's result at a task: its selected trial, and the test mAP of the selected config
+    (mean and sd over the finished repeats; without repeats the selected trial's own)."""
+    best = records.selected
+    values = {r: t.test_map for r, t in sorted(records.finished_repeats().items())}
     result: dict[str, Any] = {
-        "study": search["study"], "selected_trial": best.get("trial_id"),
-        "selection_score": best.get("best_score"),
-        "selected_test_mAP": best.get("selected_test_mAP"), "params": best.get("params"),
+        "study": records.name, "selected_trial": best.trial_id if best else None,
+        "selection_score": best.selection_score if best else None,
+        "selected_test_mAP": best.test_map if best else None,
+        "selected_weights": best.selected_weights if best else None,
+        "selected_epoch": best.selected_epoch if best else None,
+        "params": dict(best.params) if best else None,
         "repeats_expected": expected_repeats,
-        "repeats": {str(r): v for r, v in sorted(values.items())}}
+        "repeats": {str(r): v for r, v in values.items()}}
     if expected_repeats:
         stats = mean_sd(list(values.values()))
         result.update(test_mAP_mean=stats["mean"], test_mAP_sd=stats["sd"], n=stats["n"])
     else:
-        test = best.get("selected_test_mAP")
+        test = best.test_map if best else None
         result.update(test_mAP_mean=test, test_mAP_sd=None, n=1 if test is not None else 0)
     return result
 
 
-def compare_methods(spec: SearchSpec, outcomes: dict[str, dict]) -> dict[str, dict]:
+def compare_methods(spec: SearchSpec, studies: dict[str, StudyRecords]) -> dict[str, dict]:
     """Per task: each method's result and the paired differences (reference minus baseline).
 
-    ``outcomes`` maps a study name to ``{"search": outcome, "repeats": outcome or None}``;
-    studies that did not finish their search are listed under ``unfinished``.
+    ``studies`` maps a study name to its records (:func:`tune.store.read_experiment`); a study
+    with no selectable trial has no result yet, and every study whose search has not finished
+    is listed under ``unfinished``.
     """
     ref = reference_method(spec)
     tasks: dict[str, dict] = {}
     for study in spec.studies:
         entry = tasks.setdefault(study.task, {"prob": study.prob, "methods": {},
                                               "paired_differences": {}, "unfinished": []})
-        done = outcomes.get(study.name) or {}
-        if not done.get("search"):
+        records = studies.get(study.name)
+        if records is None or not records.search_done:
             entry["unfinished"].append(study.name)
+        if records is None or records.selected is None:
             continue
-        entry["methods"][study.method] = method_result(done["search"], done.get("repeats"),
-                                                      spec.repeats)
+        entry["methods"][study.method] = method_result(records, spec.repeats)
     for name, entry in tasks.items():
         methods = entry["methods"]
         if ref not in methods:

@@ -27,6 +27,8 @@ from typing import Any, Optional
 log = logging.getLogger(__name__)
 
 DPI = 110
+#: Fewer completed search trials than this: no parameter importances (they would be noise).
+MIN_IMPORTANCE_TRIALS = 5
 STATUS_STYLE = {
     "finished": dict(linestyle="-", alpha=0.9),
     "stopped_by_scheduler": dict(linestyle="--", alpha=0.8),
@@ -52,8 +54,6 @@ def _save(fig, path: Path) -> None:
 def make_figures(results: dict, objects: dict, out: Path) -> list[dict]:
     """Draw every figure into ``out``; return ``[{"kind", "title", "file", "note"?}, ...]``.
     A figure that cannot be drawn is skipped with a note, never sinks the report."""
-    from .report import select_trial
-
     figures: list[dict] = []
     studies = objects["studies"]
 
@@ -73,7 +73,7 @@ def make_figures(results: dict, objects: dict, out: Path) -> list[dict]:
     for name, study in studies.items():
         if not study.stage("search"):
             continue
-        selected = select_trial(study)
+        selected = study.selected
         attempt("curves", f"{name}: selection score per epoch",
                 out / f"curves_{_safe(name)}.png", draw_curves, study, selected, results)
     for name, study in studies.items():
@@ -83,7 +83,7 @@ def make_figures(results: dict, objects: dict, out: Path) -> list[dict]:
                 out / f"importance_{_safe(name)}.png", draw_importance, study,
                 results["studies"][name].get("importances"))
         attempt("parallel", f"{name}: parallel coordinates of the search",
-                out / f"parallel_{_safe(name)}.png", draw_parallel, study, select_trial(study))
+                out / f"parallel_{_safe(name)}.png", draw_parallel, study, study.selected)
     per_class = _per_class_choice(results, studies)
     if per_class:
         task = per_class["task"]
@@ -95,7 +95,7 @@ def make_figures(results: dict, objects: dict, out: Path) -> list[dict]:
 
 # ------------------------------------------------------------------------ mAP vs proportion
 def draw_map_vs_proportion(path: Path, results: dict) -> Optional[str]:
-    from .report import published_prob
+    from .published import published_prob
 
     fig = _figure(9, 5.5)
     ax = fig.add_subplot()
@@ -226,8 +226,6 @@ def importances(study) -> Optional[dict[str, float]]:
     in-memory Optuna study from the trial files), or None below ``MIN_IMPORTANCE_TRIALS``."""
     import optuna
 
-    from .report import MIN_IMPORTANCE_TRIALS
-
     done = _completed(study)
     if len(done) < MIN_IMPORTANCE_TRIALS or len(study.search_space) < 2:
         return None            # one parameter is trivially all of it: nothing to learn
@@ -252,8 +250,6 @@ def importances(study) -> Optional[dict[str, float]]:
 
 def draw_importance(path: Path, study, imp: Optional[dict[str, float]]) -> Optional[str]:
     """``imp``: :func:`importances` of the study (None: too few trials, drawn as raw values)."""
-    from .report import MIN_IMPORTANCE_TRIALS
-
     done = _completed(study)
     if imp is not None:
         fig = _figure(7, 1.2 + 0.55 * len(imp))
@@ -395,14 +391,12 @@ def draw_parallel(path: Path, study, selected) -> Optional[str]:
 def _per_class_choice(results: dict, studies: dict) -> Optional[dict[str, Any]]:
     """The lowest label proportion where the reference method and a baseline both have a
     selected trial with per-class APs; the baseline with the best cell there."""
-    from .report import select_trial
-
     ref = results["reference_method"]
     for col in results["columns"]:                           # sorted by proportion
         task = col["task"]
         ref_study = next((s for s in studies.values() if s.task == task and s.method == ref),
                          None)
-        ref_trial = select_trial(ref_study) if ref_study else None
+        ref_trial = ref_study.selected if ref_study else None
         if ref_trial is None or not ref_trial.per_class_ap:
             continue
         candidates = []
@@ -411,7 +405,7 @@ def _per_class_choice(results: dict, studies: dict) -> Optional[dict[str, Any]]:
             if method == ref or not cell:
                 continue
             study = studies.get(cell["study"])
-            trial = select_trial(study) if study else None
+            trial = study.selected if study else None
             if trial is None or not trial.per_class_ap:
                 continue
             value = cell["mean"] if cell["mean"] is not None else trial.test_map

@@ -7,19 +7,9 @@ studies run at once (1: one after another); ``warm_start: neighbours`` makes a s
 another study of its method has finished and start from its best configs. When a study's search
 ends, its repeats (``budget.repeats``) start at once, as another Ray task.
 
-Layout of an experiment directory (``storage_path/name``)::
-
-    search_space.yaml         the resolved space this experiment runs (checked on --resume)
-    optuna.sqlite3            the Optuna studies (one per study), unless study_storage is set
-    tune/<study>/             Ray Tune's state of a study's search (Tuner.restore reads it)
-    tune_repeats/<study>/     ... and of its repeats
-    ray_train/                Ray Train runs of the trials (their checkpoints)
-    trials/<study>/<trial>/   each trial's engine output: config.yaml, metrics.json, best.pt
-    tensorboard/<study>/<trial>/   one TensorBoard run per trial (scalars + HParams)
-    exports/                  best config per study (YAML + command) and all_trials.csv
-    legs.json                 wall time of every run of the search (the first, each --resume)
-    summary.json              per task: each method's selected test mAP (mean, sd over
-                              repeats), paired differences; per study: trial counts; slot use
+The experiment's files (layout, trial records, what stays on disk) belong to
+:mod:`tune.store`; this module writes ``search_space.yaml``, ``legs.json`` and ``summary.json``
+through it.
 
 A study is named after its task when the space has no ``methods``, else ``<task>.<method>``.
 
@@ -42,24 +32,27 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
+from pu_mlc.config import read_yaml_file
 from pu_mlc.errors import ConfigError
 
 from .space import SearchSpec, Study
+from .store import STATUSES, ExperimentStore, StudyRecords, read_experiment
 
 log = logging.getLogger(__name__)
 
 def check_experiment_dir(spec: SearchSpec, resume: bool) -> None:
     """A new search never writes into an earlier experiment; --resume needs the same space."""
-    saved = spec.experiment_dir / "search_space.yaml"
+    saved = ExperimentStore(spec.experiment_dir).search_space_file
     if resume:
         if not saved.exists():
             raise ConfigError(f"--resume: no experiment at {spec.experiment_dir} (no "
                               f"search_space.yaml); run without --resume to start it")
-        earlier = yaml.safe_load(saved.read_text())
+        earlier = read_yaml_file(saved, flag="--resume", example="search_space.yaml",
+                                 kind="search space file")
         if earlier != _comparable(spec.raw):
             raise ConfigError(f"--resume: {saved} differs from {spec.source}; resume with the "
                               f"same space (and --set overrides) or choose a new name")
@@ -104,24 +97,28 @@ def run_search(spec: SearchSpec, resume: bool = False) -> dict:
 
     from .cluster import TRIAL_SLOT, check_cluster_fits
 
+    from .hparams import write_hparams_experiment
+    from .study import open_study_storage
+
     spec = resolve_storage(spec)
+    store = ExperimentStore(spec.experiment_dir)
     available = ray.cluster_resources()
     slots = check_cluster_fits(spec, available)         # before anything is written
     check_experiment_dir(spec, resume)
-    spec.experiment_dir.mkdir(parents=True, exist_ok=True)
-    (spec.experiment_dir / "search_space.yaml").write_text(
-        yaml.safe_dump(_comparable(spec.raw), sort_keys=False))
-    from .study import open_study_storage
-
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.write_text(store.search_space_file,
+                     yaml.safe_dump(_comparable(spec.raw), sort_keys=False))
+    write_hparams_experiment(store, spec)       # TensorBoard's HParams columns, every study's
     open_study_storage(spec.study_storage)      # creates the schema once, before the studies
-    clock = LegClock(spec.experiment_dir / "legs.json", resumed=resume)
+    clock = LegClock(store.legs_file, resumed=resume)
     try:
         runner = StudyRunner(spec, resume, slots, use_slot_resource=TRIAL_SLOT in available)
-        outcomes = runner.run()
+        runner.run()
     finally:
         legs = clock.stop()
-    summary = build_summary(spec, outcomes, legs, slots)
-    (spec.experiment_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = build_summary(spec, read_experiment(store, spec), legs, slots,
+                            size_bytes=store.size_on_disk())
+    store.write_json(store.summary_file, summary)
     return summary
 
 
@@ -136,7 +133,9 @@ class StudyRunner:
         self.resume = resume
         self.slots = slots
         self.use_slot_resource = use_slot_resource
-        self.outcomes: dict[str, dict] = {}
+        self.store = ExperimentStore(spec.experiment_dir)
+        #: per study whose search finished: its selected trial's params (None: none selectable)
+        self.selected: dict[str, Optional[dict]] = {}
 
     def run(self) -> dict[str, dict]:
         import ray
@@ -169,26 +168,26 @@ class StudyRunner:
                 raise RuntimeError(f"no study can start: {[s.name for s in pending]}")
             ready, _ = ray.wait(list(running), num_returns=1)
             study, stage = running.pop(ready[0])
-            outcome = ray.get(ready[0])
-            entry = self.outcomes.setdefault(study.name, {"search": None, "repeats": None})
-            entry[stage] = outcome
+            record = ray.get(ready[0])
             if stage == "search":
-                log.info("study %s: search finished (%d trials)", study.name, outcome["trials"])
-                best = outcome.get("best")
-                if self.spec.repeats and best:
+                log.info("study %s: search finished (%d trials)", study.name,
+                         record.get("trials", 0))
+                best = self.store.read_study(study.name).selected
+                self.selected[study.name] = dict(best.params) if best is not None else None
+                if self.spec.repeats and best is not None:
                     ref = repeats_task.options(name=f"repeats:{study.name}").remote(
-                        self.spec, study, best["params"], self.resume, self.slots,
+                        self.spec, study, best.params, self.resume, self.slots,
                         self.use_slot_resource)
                     running[ref] = (study, "repeats")
                 elif self.spec.repeats:
                     log.warning("study %s: no trial finished, so no repeats", study.name)
-        return self.outcomes
+        return self.selected
 
     def _same_method(self, study: Study) -> list[Study]:
         return [s for s in self.spec.studies if s.method == study.method and s is not study]
 
     def _finished(self, study: Study) -> bool:
-        return bool((self.outcomes.get(study.name) or {}).get("search"))
+        return study.name in self.selected
 
     def _may_start(self, study: Study) -> bool:
         """With warm start, the first study of a method starts at once; the others wait until
@@ -212,43 +211,47 @@ class StudyRunner:
         for s in done:
             if abs(s.prob - study.prob) > nearest + 1e-9:       # ties: 0.3 - 0.1 vs 0.5 - 0.3
                 continue
-            best = self.outcomes[s.name]["search"].get("best")
+            best = self.selected.get(s.name)
             if not best:
                 continue
-            point = {k: v for k, v in (best.get("params") or {}).items()
+            point = {k: v for k, v in best.items()
                      if k in study.search and study.search[k].contains(v)}
             if point and point not in points:
                 points.append(point)
         return points
 
 
-def build_summary(spec: SearchSpec, outcomes: dict[str, dict], legs: list[dict],
-                  slots: int) -> dict:
-    """``summary.json``: per task each method's result and the paired differences; per
-    study its counts; totals, wall time over all legs, and how busy the trial slots were."""
+def build_summary(spec: SearchSpec, studies: dict[str, StudyRecords], legs: list[dict],
+                  slots: int, size_bytes: Optional[int] = None) -> dict:
+    """``summary.json``: per task each method's result and the paired differences; per study
+    its trials (the store's records) and counts; totals, wall time over all legs, how busy the
+    trial slots were, and the experiment's size on disk."""
     from .compare import compare_methods, reference_method
 
-    studies = {}
+    out_studies = {}
     for study in spec.studies:
-        entry = outcomes.get(study.name) or {}
-        search = entry.get("search")
-        studies[study.name] = {"task": study.task, "method": study.method, "prob": study.prob,
-                               "search": search, "repeats": entry.get("repeats")}
-    stage_outcomes = [o for e in outcomes.values() for o in (e.get("search"), e.get("repeats"))
-                      if o]
-    totals = {key: sum(o.get(key, 0) for o in stage_outcomes)
-              for key in ("trials", "finished", "stopped_by_scheduler", "failed", "diverged",
-                          "errored")}
+        records = studies.get(study.name)
+        trials = records.trials if records else []
+        best = records.selected if records else None
+        out_studies[study.name] = {
+            "task": study.task, "method": study.method, "prob": study.prob,
+            "search_done": bool(records and records.search_done),
+            "repeats_done": bool(records and records.repeats_done),
+            "selected_trial": best.trial_id if best else None,
+            "counts": records.counts() if records else {},
+            "trials": [t.summary() for t in trials]}
+    every = [t for r in studies.values() for t in r.trials]
+    totals = {"trials": len(every), **{s: sum(t.status == s for t in every) for s in STATUSES}}
     wall = sum(leg["seconds"] for leg in legs)
-    trial_seconds = sum(t.get("seconds") or 0.0 for o in stage_outcomes
-                        for t in o.get("trial_list", []))
+    trial_seconds = sum(t.wall_seconds or 0.0 for t in every)
     return {"experiment": str(spec.experiment_dir),
             "wall_seconds": wall, "legs": legs, "trials": totals,
             "slots": slots, "trial_seconds": trial_seconds,
             # meaningful for a search run in one leg (a resumed leg re-reads finished trials)
             "slot_utilisation": (trial_seconds / (slots * wall)) if slots and wall else None,
+            "size_on_disk_bytes": size_bytes,
             "reference_method": reference_method(spec), "repeats": spec.repeats,
-            "tasks": compare_methods(spec, outcomes), "studies": studies}
+            "tasks": compare_methods(spec, studies), "studies": out_studies}
 
 
 class LegClock:

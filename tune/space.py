@@ -3,14 +3,16 @@
 A search space file describes one *experiment*: a list of **tasks** (a dataset and a known-label
 proportion ``prob``: 1.0 is MLC, below is MLC-PL), the **fixed** TrainConfig fields every trial
 shares, the **search**ed fields with their distributions, a **budget** of trials per task, the
-early-stopping **scheduler**, the **resources** of one trial (DDP workers) and where results
-and the Optuna study are stored. A space may list **methods** (PU-MLC and the baselines it is
+early-stopping **scheduler**, the **resources** of one trial (DDP workers), which
+**checkpoints** stay, and where results and the Optuna study are stored. A space may list **methods** (PU-MLC and the baselines it is
 compared with), each with its own fixed fields, searched fields and first trial. Every
 (task x method) pair is a **study**: its own Optuna study and Tune experiment, the same trial
 budget, scheduler and epochs as every other study, because the best hyper-parameters differ
 between label proportions and methods. A space without ``methods`` has one implicit method and
 one study per task (named after the task). Everything is validated here, before Ray starts, and
-every error names the key, the value and what is allowed.
+every error names the key, the value (a short prefix of it) and what is allowed. Reading the
+file and its ``--set`` overrides is :mod:`tune.space_file`; the checks of data, weights and
+this machine before Ray starts are :mod:`tune.preflight`.
 
 Schema (all keys; ``?`` = optional, default after ``=``)::
 
@@ -35,6 +37,11 @@ Schema (all keys; ``?`` = optional, default after ``=``)::
       type: asha | none = asha       # ASHA stops poor trials at epoch milestones
       grace_period?: int = 1         # epochs every trial runs before it can be stopped
       reduction_factor?: float = 2
+    checkpoints?:                    # what stays on disk once trials end (their resume
+                                     # state never does)
+      keep_top?: int = 2             # best.pt of the N best search trials of each study
+                                     # (the selected trial first)
+      keep_repeats?: bool = false    # best.pt of the repeat trials too
     resources:
       num_workers: int               # DDP processes per trial (Ray Train workers)
       use_gpu?: bool = false         # NCCL on GPU, gloo on CPU
@@ -68,23 +75,21 @@ Schema (all keys; ``?`` = optional, default after ``=``)::
 from __future__ import annotations
 
 import math
-import os
 import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import yaml
-
-from pu_mlc.config import TrainConfig, read_yaml_file
-from pu_mlc.errors import ConfigError
+from pu_mlc.config import TrainConfig, coerce_field
+from pu_mlc.errors import ConfigError, listed, shown
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 SCHEDULERS = ("asha", "none")
 WARM_STARTS = ("none", "neighbours")
 TOP_KEYS = {"name", "storage_path", "study_storage", "seed", "budget", "scheduler", "resources",
-            "fixed", "first_trial", "search", "methods", "warm_start", "tasks"}
+            "checkpoints", "fixed", "first_trial", "search", "methods", "warm_start", "tasks"}
+CHECKPOINT_KEYS = {"keep_top", "keep_repeats"}
 BUDGET_KEYS = {"trials_per_task", "max_concurrent_trials", "concurrent_studies", "repeats"}
 METHOD_KEYS = {"name", "fixed", "search", "first_trial"}
 #: Fields a search may not set: they belong to the run's location or to the search itself.
@@ -174,6 +179,17 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Checkpoints:
+    """What is kept on disk once trials end (``tune.store.ExperimentStore.prune_weights``):
+    a trial's resume state always goes; its selected weights (``best.pt``) stay for the
+    ``keep_top`` best search trials of each study (the selected trial first), and for repeat
+    trials only with ``keep_repeats``."""
+
+    keep_top: int = 2
+    keep_repeats: bool = False
+
+
+@dataclass(frozen=True)
 class SearchSpec:
     name: str
     source: str
@@ -194,6 +210,7 @@ class SearchSpec:
     concurrent_studies: Optional[int] = None
     warm_start: str = "none"
     raw: dict = field(default_factory=dict, compare=False)
+    checkpoints: Checkpoints = Checkpoints()
 
     @property
     def experiment_dir(self) -> Path:
@@ -216,33 +233,21 @@ class SearchSpec:
 
 
 # ------------------------------------------------------------------------------------------------
-def load_search_spec(path: str | Path, overrides: Optional[Mapping[str, Any]] = None,
-                     base_dir: Optional[Path] = None) -> SearchSpec:
-    """Read, merge ``--set key.sub=value`` overrides into, and validate a search space file."""
-    path = Path(path)
-    raw = read_yaml_file(path, flag="--space", example="search_spaces/demo.yaml",
-                         kind="search space file", hint=" (see search_spaces/ for examples)")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a search space is a mapping with keys {sorted(TOP_KEYS)}")
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value, str(path))
-    return parse_search_spec(raw, source=str(path), base_dir=base_dir or Path.cwd())
-
-
 def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
                       base_dir: Optional[Path] = None) -> SearchSpec:
     base_dir = base_dir or Path.cwd()
     where = source
-    unknown = sorted(set(raw) - TOP_KEYS)
+    unknown = sorted(set(raw) - TOP_KEYS, key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(TOP_KEYS)}")
+        raise ConfigError(f"{where}: unknown key(s) {listed(unknown)}; allowed: "
+                          f"{sorted(TOP_KEYS)}")
     for key in ("name", "budget", "resources", "tasks"):
         if key not in raw:
             raise ConfigError(f"{where}: missing required key '{key}' (see the schema in "
                               f"tune/space.py or search_spaces/README.md)")
     name = _expect(raw["name"], str, f"{where}: name")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
-        raise ConfigError(f"{where}: name = {name!r} may only use letters, digits, '_', '-', "
+        raise ConfigError(f"{where}: name = {shown(name)} may only use letters, digits, '_', '-', "
                           f"'.' and may not start with '.' (it becomes the folder "
                           f"storage_path/name, so '..' or '/' would leave storage_path)")
     storage_path = Path(str(raw.get("storage_path", "experiments")))
@@ -261,13 +266,13 @@ def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
     repeats = _expect(budget.get("repeats", 0), int, f"{where}: budget.repeats")
     _require(repeats >= 0, f"{where}: budget.repeats = {repeats} must be >= 0 (0: no repeats)")
     warm_start = raw.get("warm_start", "none") or "none"
-    _require(warm_start in WARM_STARTS, f"{where}: warm_start = {warm_start!r}; allowed: "
+    _require(warm_start in WARM_STARTS, f"{where}: warm_start = {shown(warm_start)}; allowed: "
                                         f"{list(WARM_STARTS)}")
 
     sched = _mapping(raw.get("scheduler", {}) or {}, f"{where}: scheduler",
                      {"type", "grace_period", "reduction_factor"})
     sched_type = sched.get("type", "asha")
-    _require(sched_type in SCHEDULERS, f"{where}: scheduler.type = {sched_type!r}; allowed: "
+    _require(sched_type in SCHEDULERS, f"{where}: scheduler.type = {shown(sched_type)}; allowed: "
                                        f"{list(SCHEDULERS)} (PBT/HyperBand cannot work with "
                                        f"trials that are Ray Train runs)")
     grace = _expect(sched.get("grace_period", 1), int, f"{where}: scheduler.grace_period")
@@ -291,18 +296,29 @@ def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
     else:
         tasks = _parse_tasks(raw["tasks"], where, fixed, first_trial, search, base_dir)
     studies = _build_studies(raw["tasks"], tasks, methods, where, fixed, first_trial, search,
-                             seed)
+                             seed, base_dir)
 
     study = raw.get("study_storage")
     if study is None:
         study = f"sqlite:///{storage_path / name / 'optuna.sqlite3'}"
     _expect(study, str, f"{where}: study_storage")
-    _require("://" in study, f"{where}: study_storage = {study!r} must be an SQLAlchemy URL, "
+    _require("://" in study, f"{where}: study_storage = {shown(study)} must be an SQLAlchemy URL, "
                              f"e.g. sqlite:////abs/path/study.db or postgresql://user@host/db")
     return SearchSpec(name, where, storage_path, study, seed, trials, concurrent, sched_type,
                       grace, rf, resources, search, tasks, studies,
                       tuple(m["name"] for m in methods), repeats, studies_at_once, warm_start,
-                      dict(raw))
+                      dict(raw), checkpoints=_parse_checkpoints(raw.get("checkpoints"), where))
+
+
+def _parse_checkpoints(raw: Any, where: str) -> Checkpoints:
+    c = _mapping(raw or {}, f"{where}: checkpoints", CHECKPOINT_KEYS)
+    keep_top = _expect(c.get("keep_top", Checkpoints.keep_top), int,
+                       f"{where}: checkpoints.keep_top")
+    _require(keep_top >= 1, f"{where}: checkpoints.keep_top = {keep_top} must be >= 1 (the "
+                            f"selected trial's weights are always kept)")
+    keep_repeats = _expect(c.get("keep_repeats", Checkpoints.keep_repeats), bool,
+                           f"{where}: checkpoints.keep_repeats")
+    return Checkpoints(keep_top, keep_repeats)
 
 
 def _optional_count(budget: dict, key: str, where: str) -> Optional[int]:
@@ -343,8 +359,8 @@ def _unique_name(entry: dict, key: str, names: set[str]) -> str:
     _require("name" in entry, f"{key}: name is required")
     name = _expect(entry["name"], str, f"{key}.name")
     _require(re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None,
-             f"{key}.name = {name!r} may only use letters, digits, '_' and '-'")
-    _require(name not in names, f"{key}.name = {name!r} is used twice")
+             f"{key}.name = {shown(name)} may only use letters, digits, '_' and '-'")
+    _require(name not in names, f"{key}.name = {shown(name)} is used twice")
     names.add(name)
     return name
 
@@ -356,7 +372,7 @@ def sampler_seed(seed: int, study: str) -> int:
 
 def _build_studies(raw_tasks: list, tasks: tuple[Task, ...], methods: list[dict], where: str,
                    fixed: dict, first_trial: dict, search: dict[str, Distribution],
-                   seed: int) -> tuple[Study, ...]:
+                   seed: int, base_dir: Path) -> tuple[Study, ...]:
     """One study per (task x method); with no methods, one per task named after it."""
     if not methods:
         return tuple(Study(t.name, t.name, _implicit_method(t.base), t.base, dict(search),
@@ -377,7 +393,7 @@ def _build_studies(raw_tasks: list, tasks: tuple[Task, ...], methods: list[dict]
             values = {**fixed, **method["fixed"], **task_fixed}
             if "prob" in entry:
                 values["prob"] = entry["prob"]
-            values["data"] = task.base.data               # resolved to an absolute path
+            values = _absolute_paths(values, base_dir)
             overlap = sorted(set(values) & set(msearch))
             _require(not overlap, f"{key}: {overlap} are both fixed and searched; remove one")
             try:
@@ -392,6 +408,26 @@ def _build_studies(raw_tasks: list, tasks: tuple[Task, ...], methods: list[dict]
             studies.append(Study(name, task.name, method["name"], base, msearch, first,
                                  sampler_seed(seed, name)))
     return tuple(studies)
+
+
+#: Fields naming files, made absolute against the space's folder so every trial, node and
+#: exported command reads the same file wherever it runs.
+_PATH_FIELDS = ("data", "pretrained_model", "word_vectors")
+
+
+def _absolute_paths(values: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    out = dict(values)
+    for name in _PATH_FIELDS:
+        value = out.get(name)
+        if not isinstance(value, str) or "://" in value or not value.strip():
+            continue
+        if name == "pretrained_model" and value.strip() in ("builtin", "None", "none", "null"):
+            continue
+        if name == "word_vectors" and not value.endswith(".npy"):
+            continue                              # auto, published, glove
+        if not Path(value).is_absolute():
+            out[name] = str((base_dir / value).resolve())
+    return out
 
 
 def _implicit_method(base: TrainConfig) -> str:
@@ -409,7 +445,7 @@ def _first_trial(base: TrainConfig, search: dict[str, Distribution], layers: lis
     _require(not extra, f"{key}: first_trial sets {extra}, which are not searched")
     for name, value in first.items():
         _require(search[name].contains(value),
-                 f"{key}: first_trial {name} = {value!r} lies outside "
+                 f"{key}: first_trial {name} = {shown(value)} lies outside "
                  f"search.{name} = {search[name].describe()}; widen the range or change "
                  f"the first trial")
     return first
@@ -423,7 +459,7 @@ def _check_corners(base: TrainConfig, search: dict[str, Distribution], where: st
             try:
                 base.updated({name: v}, source=f"search.{name}")
             except ConfigError as err:
-                raise ConfigError(f"{where}: search.{name} allows {v!r}, which is invalid "
+                raise ConfigError(f"{where}: search.{name} allows {shown(v)}, which is invalid "
                                   f"for {key.split(': ', 1)[-1]}: {err}") from None
 
 
@@ -466,7 +502,7 @@ def _parse_search(raw: Any, where: str) -> dict[str, Distribution]:
                                              f"per task)")
         spec = _mapping(spec, key, {"type", "low", "high", "values", "log"})
         kind = spec.get("type")
-        _require(kind in DISTRIBUTIONS, f"{key}.type = {kind!r}; allowed: {list(DISTRIBUTIONS)}")
+        _require(kind in DISTRIBUTIONS, f"{key}.type = {shown(kind)}; allowed: {list(DISTRIBUTIONS)}")
         ftype = str(fields_[name].type)
         if kind == "choice":
             values = spec.get("values")
@@ -475,10 +511,10 @@ def _parse_search(raw: Any, where: str) -> dict[str, Distribution]:
             _require(set(spec) <= {"type", "values"}, f"{key}: type choice takes only 'values'")
             # each value as the field's type, so a sampler never hands a trial a value the
             # field cannot take ("big" for an int, "yes" for a bool, nan for a float)
-            values = [_choice_value(v, ftype, f"{key}.values[{i}]")
+            values = [_choice_value(v, name, f"{key}.values[{i}]")
                       for i, v in enumerate(values)]
             _require(len(set(map(repr, values))) == len(values),
-                     f"{key}.values = {values!r} lists a value twice")
+                     f"{key}.values = {shown(values)} lists a value twice")
             dist = Distribution("choice", values=tuple(values))
         else:
             base_type = ftype.replace("Optional[", "").rstrip("]")
@@ -495,7 +531,7 @@ def _parse_search(raw: Any, where: str) -> dict[str, Distribution]:
             low, high = spec["low"], spec["high"]
             for bound, v in (("low", low), ("high", high)):
                 _require(isinstance(v, (int, float)) and not isinstance(v, bool)
-                         and math.isfinite(v), f"{key}.{bound} = {v!r} must be a number")
+                         and math.isfinite(v), f"{key}.{bound} = {shown(v)} must be a number")
             _require(low < high, f"{key}: low ({low}) must be below high ({high})")
             if kind == "loguniform":
                 _require(low > 0, f"{key}.low = {low} must be > 0 for loguniform")
@@ -509,27 +545,13 @@ def _parse_search(raw: Any, where: str) -> dict[str, Distribution]:
     return out
 
 
-def _choice_value(value: Any, ftype: str, where: str) -> Any:
-    """``value`` as a value of a field of type ``ftype`` (a TrainConfig annotation), strictly:
-    YAML already typed it, so a string for a number or a bool is a mistake, not a conversion."""
-    base = ftype.replace("Optional[", "").rstrip("]")
-    if value is None:
-        _require(ftype.startswith("Optional"), f"{where} = null, but the field needs a {base}")
-        return None
-    if base == "bool":
-        _require(isinstance(value, bool), f"{where} = {value!r} must be true or false")
-        return value
-    if base == "int":
-        ok = (isinstance(value, int) or (isinstance(value, float) and value.is_integer())) \
-            and not isinstance(value, bool)
-        _require(ok, f"{where} = {value!r} must be an integer")
-        return int(value)
-    if base == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value)
-        _require(ok, f"{where} = {value!r} must be a finite number")
-        return float(value)
-    _require(isinstance(value, str), f"{where} = {value!r} must be a string")
+def _choice_value(value: Any, name: str, where: str) -> Any:
+    """A ``choice`` value as a value of the field ``name``: converted as the field's value in a
+    config file would be (``pu_mlc.config.coerce_field``), so a sampler never hands a trial a
+    value the field cannot take ("big" for an int, "yes" for a bool)."""
+    value = coerce_field(name, value, where)
+    _require(not isinstance(value, float) or math.isfinite(value),
+             f"{where} = {shown(value)} must be a finite number")
     return value
 
 
@@ -566,9 +588,9 @@ def _parse_tasks(raw: Any, where: str, fixed: dict, first_trial: dict,
         _require(not overlap, f"{key}: {overlap} are both fixed and searched; remove one")
         _require("data" in values, f"{key}: no dataset root: set fixed.data (or the task's "
                                    f"fixed.data)")
-        data = str(values["data"])
-        if "://" not in data and not Path(data).is_absolute():
-            values["data"] = str((base_dir / data).resolve())
+        _require(isinstance(values["data"], str), f"{key}: fixed.data = {shown(values['data'])} "
+                                                  f"must be a folder path (a string)")
+        values = _absolute_paths(values, base_dir)
         try:
             base = TrainConfig.from_dict(values, source=f"{key} fixed fields")
         except ConfigError as err:
@@ -583,9 +605,36 @@ def _parse_tasks(raw: Any, where: str, fixed: dict, first_trial: dict,
     return tuple(tasks)
 
 
+
+def _mapping(value: Any, where: str, allowed: Optional[set[str]]) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+    if allowed is not None:
+        unknown = sorted(set(value) - allowed, key=str)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {listed(unknown)}; allowed: "
+                              f"{sorted(allowed)}")
+    return value
+
+
+def _expect(value: Any, types, where: str):
+    ok = isinstance(value, types) and not (isinstance(value, bool) and types in (int, (int,
+                                                                                        float)))
+    if not ok:
+        names = (types.__name__ if isinstance(types, type)
+                 else " or ".join(t.__name__ for t in types))
+        raise ConfigError(f"{where} = {shown(value)} must be {names}")
+    return value
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
 # ------------------------------------------------------------------------------------------------
-#: The keys of the space's fixed-shape mappings (for checking ``--set`` paths).
-_SUB_KEYS = {"budget": BUDGET_KEYS,
+#: The keys of the space's fixed-shape mappings (``tune.space_file`` checks ``--set`` paths).
+_SUB_KEYS = {"budget": BUDGET_KEYS, "checkpoints": CHECKPOINT_KEYS,
              "scheduler": {"type", "grace_period", "reduction_factor"},
              "resources": {"num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker",
                            "driver_cpus", "max_failures"}}
@@ -594,7 +643,7 @@ _METHOD_KEYS = METHOD_KEYS
 _DIST_KEYS = {"type", "low", "high", "values", "log"}
 
 
-def _allowed_keys(parents: list[str]) -> Optional[set[str]]:
+def allowed_keys(parents: list[str]) -> Optional[set[str]]:
     """Keys allowed in the mapping at ``parents`` (a path of the space), None when any is."""
     fields_ = set(TrainConfig.__dataclass_fields__)
     if not parents:
@@ -616,170 +665,3 @@ def _allowed_keys(parents: list[str]) -> Optional[set[str]]:
     if head == "methods" and len(parents) == 4 and parents[2] == "search":
         return _DIST_KEYS
     return None
-
-
-def _set_dotted(raw: dict, dotted: str, value: Any, where: str) -> None:
-    """Apply an override like ``fixed.crop_size=64`` or ``tasks.0.prob=0.5``.
-
-    The path must exist in the space's schema: a list index within the list, a known key of a
-    fixed-shape mapping, no step into a scalar. Missing mappings on the way are created.
-    """
-    def refuse(why: str) -> None:
-        raise ConfigError(f"--set {dotted}={_show(value)}: {why} ({where})")
-
-    parts = dotted.split(".")
-    if not dotted or any(not p.strip() for p in parts):
-        refuse("empty key in the path; write KEY.SUB=VALUE, e.g. --set fixed.lr=0.001")
-    node: Any = raw
-    walked: list[str] = []
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        here = ".".join(walked) or "the top level"
-        if isinstance(node, list):
-            if not re.fullmatch(r"\d+", part):
-                refuse(f"{here} is a list: '{part}' must be an index 0..{len(node) - 1}")
-            index = int(part)
-            if index >= len(node):
-                refuse(f"{here} has {len(node)} entr{'y' if len(node) == 1 else 'ies'}: "
-                       f"index {index} is out of range (0..{len(node) - 1})")
-            if last:
-                node[index] = value
-                return
-            node = node[index]
-        elif isinstance(node, dict):
-            allowed = _allowed_keys([walked[0], "N"] + walked[2:]
-                                    if walked[:1] in (["tasks"], ["methods"]) else walked)
-            if allowed is not None and part not in allowed:
-                refuse(f"unknown key '{part}' under {here}; allowed: {sorted(allowed)}")
-            if last:
-                node[part] = value
-                return
-            if node.get(part) is None:
-                node[part] = [] if (not walked and part in ("tasks", "methods")) else {}
-            node = node[part]
-        else:
-            refuse(f"{here} is a {type(node).__name__} ({node!r}), it has no key '{part}'")
-        walked.append(part)
-
-
-def _show(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key.sub=value`` with the value parsed as YAML (numbers, booleans, lists)."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set budget."
-                          f"trials_per_task=5")
-    key, value = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"--set {text!r}: the key before '=' is empty; expected KEY=VALUE, "
-                          f"e.g. --set budget.trials_per_task=5")
-    try:
-        return key, yaml.safe_load(value)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML "
-                          f"({' '.join(str(err).split())}); quote it, e.g. --set "
-                          f"{key}='\"...\"'") from None
-
-
-def _mapping(value: Any, where: str, allowed: Optional[set[str]]) -> dict:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
-    if allowed is not None:
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    return value
-
-
-def _expect(value: Any, types, where: str):
-    ok = isinstance(value, types) and not (isinstance(value, bool) and types in (int, (int,
-                                                                                        float)))
-    if not ok:
-        names = (types.__name__ if isinstance(types, type)
-                 else " or ".join(t.__name__ for t in types))
-        raise ConfigError(f"{where} = {value!r} must be {names}")
-    return value
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def check_inputs(spec: SearchSpec) -> None:
-    """Open what every trial will need (data roots, annotations, weights) in the driver, so a
-    wrong path fails in seconds with the file named, not in every trial after Ray started."""
-    from pu_mlc.data import load_dataset
-
-    seen: set[tuple[str, str]] = set()
-    for study in spec.studies:
-        cfg = study.base
-        where = f"{spec.source}: task '{study.task}'"
-        if "://" not in cfg.data and not Path(cfg.data).exists():
-            raise ConfigError(f"{where}: dataset root {cfg.data} does not exist; set it with "
-                              f"--set fixed.data=/path/to/data (on a cluster: a path every node "
-                              f"sees)")
-        weights = cfg.pretrained_model
-        if weights not in (None, "builtin") and not Path(weights).exists():
-            raise ConfigError(f"{where}: pretrained weights {weights} do not exist; set "
-                              f"--set fixed.pretrained_model=/path/to/resnet101.pth or None")
-        if (cfg.dataset, cfg.data) in seen:
-            continue
-        seen.add((cfg.dataset, cfg.data))
-        splits = load_dataset(cfg.dataset, cfg.data)      # DataError names the file
-        classes = len(splits["train"].class_names)
-        if cfg.num_classes is not None and cfg.num_classes != classes:
-            raise ConfigError(f"{where}: num_classes = {cfg.num_classes} but {cfg.data} has "
-                              f"{classes} classes; fix fixed.num_classes or leave it out")
-    check_local_resources(spec)
-
-
-def check_local_resources(spec: SearchSpec, env: Optional[Mapping[str, str]] = None,
-                          cpu_count: Optional[int] = None,
-                          gpu_count: Optional[int] = None) -> None:
-    """Refuse, before Ray starts, a trial this machine cannot run when Ray will be local.
-
-    Without ``RAY_ADDRESS`` the search starts Ray on this machine, and a local Ray cannot invent
-    processors: a trial whose DDP workers need more CPUs (``num_workers x cpus_per_worker``) than
-    the machine has cores (its CPU affinity), or more GPUs than it has, would be over-subscribed
-    or never scheduled. The driver's fraction of a CPU (``driver_cpus``, it mostly waits) is not
-    counted (the local cluster gives the drivers an extra logical CPU). On a cluster
-    (``RAY_ADDRESS`` set, e.g. under ``ray job submit``) ``tune.cluster.check_cluster_fits``
-    checks the cluster once Ray is up. Called by :func:`check_inputs`.
-    """
-    env = os.environ if env is None else env
-    if env.get("RAY_ADDRESS"):
-        return
-    r = spec.resources
-    cpus = _usable_cpus() if cpu_count is None else cpu_count
-    need = r.num_workers * r.cpus_per_worker
-    if need > cpus + 1e-9:
-        raise ConfigError(
-            f"{spec.source}: resources.num_workers {r.num_workers} x resources.cpus_per_worker "
-            f"{r.cpus_per_worker:g} = {need:g} CPUs per trial, but this machine has {cpus} and "
-            f"the search would start Ray here (no RAY_ADDRESS); lower resources.cpus_per_worker"
-            f" or resources.num_workers (e.g. --set resources.cpus_per_worker=1), or submit to "
-            f"a cluster (RAY_ADDRESS)")
-    if r.use_gpu:
-        if gpu_count is None:
-            import torch
-
-            gpu_count = torch.cuda.device_count()
-        if r.gpus_per_trial > gpu_count + 1e-9:
-            raise ConfigError(
-                f"{spec.source}: resources.num_workers {r.num_workers} x "
-                f"resources.gpus_per_worker {r.gpus_per_worker:g} = {r.gpus_per_trial:g} GPUs "
-                f"per trial, but this machine has {gpu_count} and the search would start Ray "
-                f"here (no RAY_ADDRESS); set resources.use_gpu: false for CPU, lower "
-                f"resources.num_workers, or submit to a cluster (RAY_ADDRESS)")
-
-
-def _usable_cpus() -> int:
-    """The cores this process may run on (its affinity, e.g. a container's cpuset)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:                      # not Linux
-        return os.cpu_count() or 1

@@ -1,8 +1,7 @@
 """One study (a task x method pair): its search stage and its repeats stage, each a Ray Tune
-experiment. Both functions run inside a Ray task (``ray.remote(num_cpus=0)``) started by
-:mod:`tune.search`, so every study of an experiment drives its own ``Tuner`` at the same time and
-their trials queue for the same cluster resources (Ray's scheduler, not ours, decides which
-trial runs next).
+experiment. Both functions run inside a Ray task started by :mod:`tune.search`, so every study
+of an experiment drives its own ``Tuner`` at the same time and their trials queue for the same
+cluster resources (Ray's scheduler, not ours, decides which trial runs next).
 
 - **search**: OptunaSearch (the study's own seed, its first trial and any warm-start configs
   evaluated first) + ASHA per study (mAP scales differ between tasks and methods), over the
@@ -11,18 +10,18 @@ trial runs next).
   label-mask ``mask_seed`` = the repeat number, the same numbers for every method so results
   pair up); a grid of Ray trials, resumable like the search.
 
-A stage that finished is marked by ``.pu_mlc_done`` in its Tune folder (holding the stage's
-outcome); ``--resume`` returns it, restores an interrupted stage (running trials continue from
-their last checkpoint, finished ones are not re-run) and starts a stage that never began.
+A stage that finished is marked by a done marker in its Tune folder
+(:meth:`tune.store.ExperimentStore.mark_stage_done`); ``--resume`` skips it, restores an
+interrupted stage (running trials continue from their last checkpoint, finished ones are not
+re-run) and starts a stage that never began. What the trials gave is read from the experiment
+store, never from Tune's result objects: the store is the one record.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 from ray.tune import Callback
@@ -30,14 +29,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from .cluster import TRIAL_SLOT
 from .space import SearchSpec, Study
-from .trial import (REPEAT_KEY, WORST_SCORE, _first_line, epochs_run, mark_trial_status,
-                    prune_stale_checkpoints, read_metrics, run_trial)
+from .store import ENDED, FAILED, REPEAT_KEY, STOPPED, ExperimentStore, trial_status
+from .trial import WORST_SCORE, first_line, run_trial
 
 log = logging.getLogger(__name__)
 
-DONE_MARKER = ".pu_mlc_done"
 METRIC = "best_score"
-STAGES = ("search", "repeats")
 
 
 def open_study_storage(url: str):
@@ -51,18 +48,13 @@ def open_study_storage(url: str):
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
-def stage_dir(spec: SearchSpec, study: Study, stage: str) -> Path:
-    """Tune's experiment folder of a study's stage: ``tune/<study>`` or ``tune_repeats/<study>``."""
-    return spec.experiment_dir / ("tune" if stage == "search" else "tune_repeats") / study.name
-
-
 def study_name_in_optuna(spec: SearchSpec, study: Study) -> str:
     return f"{spec.name}.{study.name}"
 
 
 def drive_search(spec: SearchSpec, study: Study, resume: bool, warm_points: list[dict],
                  slots: int, use_slot_resource: bool) -> dict:
-    """Run (or resume) the search stage of ``study``; return its outcome (plain data)."""
+    """Run (or resume) the search stage of ``study``; return its stage record."""
     from ray import tune
 
     def new_tuner(trainable) -> "tune.Tuner":
@@ -84,7 +76,7 @@ def drive_search(spec: SearchSpec, study: Study, resume: bool, warm_points: list
 
 def drive_repeats(spec: SearchSpec, study: Study, best_params: dict, resume: bool,
                   slots: int, use_slot_resource: bool) -> dict:
-    """Run (or resume) the repeats of ``study``'s selected config; return their outcome."""
+    """Run (or resume) the repeats of ``study``'s selected config; return its stage record."""
     from ray import tune
 
     def new_tuner(trainable) -> "tune.Tuner":
@@ -107,16 +99,17 @@ def _run_stage(spec: SearchSpec, study: Study, stage: str, resume: bool,
                use_slot_resource: bool, new_tuner, extras) -> dict:
     """One stage of a study, resumable: a finished stage is read back from its done marker, an
     interrupted one is restored by Tune (its finished trials are not run again), otherwise
-    ``new_tuner(trainable)`` starts it. The outcome, plus ``extras()`` (called after the
-    trials), is written as the done marker and returned."""
+    ``new_tuner(trainable)`` starts it. Every trial is then settled in the store, the weights
+    nobody reads again are released, and the stage record (plus ``extras()``) is written as
+    the done marker and returned."""
     from ray import tune
 
     _quiet_worker_logging()
-    path = stage_dir(spec, study, stage)
-    done = path / DONE_MARKER
-    if resume and done.exists():
-        return json.loads(done.read_text())
-    trainable = _trainable(spec, study, use_slot_resource)
+    store = ExperimentStore(spec.experiment_dir)
+    path = store.stage_dir(stage, study.name)
+    if resume and store.stage_done(stage, study.name):
+        return store.stage_record(stage, study.name) or {}
+    trainable = _trainable(spec, study, stage, use_slot_resource)
     t0 = time.time()
     if resume and tune.Tuner.can_restore(str(path)):
         log.info("study %s: restoring its interrupted %s from %s", study.name, stage, path)
@@ -125,10 +118,23 @@ def _run_stage(spec: SearchSpec, study: Study, stage: str, resume: bool,
     else:
         tuner = new_tuner(trainable)
     grid = tuner.fit()
-    outcome = stage_outcome(spec, study, grid, time.time() - t0, stage=stage)
-    outcome.update(extras())
-    done.write_text(json.dumps(outcome, indent=2))
-    return outcome
+    settle_stage(store, study, grid)
+    record = stage_record(store, study, stage, time.time() - t0)
+    keep = spec.checkpoints
+    record["weights_removed"] = store.prune_weights(study.name, stage, keep.keep_top,
+                                                    keep.keep_repeats)
+    record.update(extras())
+    store.mark_stage_done(stage, study.name, record)
+    return record
+
+
+def stage_record(store: ExperimentStore, study: Study, stage: str, seconds: float) -> dict:
+    """What a finished stage says of itself: its trials' counts by status (from the store)."""
+    trials = store.read_study(study.name).stage(stage)
+    counts = {s: sum(t.status == s for t in trials) for s in (*ENDED,)}
+    return {"study": study.name, "task": study.task, "method": study.method,
+            "prob": study.prob, "stage": stage, "trials": len(trials), **counts,
+            "wall_seconds": seconds}
 
 
 def _quiet_worker_logging() -> None:
@@ -144,29 +150,22 @@ def _quiet_worker_logging() -> None:
     setup_logging()
 
 
-def _trainable(spec: SearchSpec, study: Study, use_slot_resource: bool):
+def _trainable(spec: SearchSpec, study: Study, stage: str, use_slot_resource: bool):
     """The study's Tune trainable: :func:`run_trial` bound to this study, under a name of its
     own. Not ``tune.with_parameters``: it keys the bound values (and Tune keys the trainable)
     by the function's name in a registry shared by the whole Ray job, so studies driven at the
     same time would run each other's configs."""
     from ray import tune
 
-    r = spec.resources
-    bound = dict(task_name=study.name, base=study.base,
-                 experiment_dir=str(spec.experiment_dir),
-                 resources={"num_workers": r.num_workers, "use_gpu": r.use_gpu,
-                            "cpus_per_worker": r.cpus_per_worker,
-                            "gpus_per_worker": r.gpus_per_worker,
-                            "max_failures": r.max_failures},
-                 hparam_keys=sorted(study.search),
-                 labels={"task": study.task, "method": study.method})
+    store = ExperimentStore(spec.experiment_dir)
+    resources = spec.resources
 
     def study_trial(params: dict) -> None:
-        run_trial(params, **bound)
+        run_trial(params, study=study, store=store, stage=stage, resources=resources)
 
     study_trial.__name__ = study_trial.__qualname__ = \
-        "pu_mlc_" + re.sub(r"[^A-Za-z0-9_]", "_", f"{spec.name}__{study.name}")
-    request: dict[str, float] = {"CPU": r.driver_cpus}
+        "pu_mlc_" + re.sub(r"[^A-Za-z0-9_]", "_", f"{spec.name}__{study.name}__{stage}")
+    request: dict[str, float] = {"CPU": resources.driver_cpus}
     if use_slot_resource:
         request[TRIAL_SLOT] = 1
     return tune.with_resources(study_trial, request)
@@ -175,12 +174,12 @@ def _trainable(spec: SearchSpec, study: Study, use_slot_resource: bool):
 def _run_config(spec: SearchSpec, study: Study, stage: str):
     from ray import tune
 
-    path = stage_dir(spec, study, stage)
+    store = ExperimentStore(spec.experiment_dir)
+    path = store.stage_dir(stage, study.name)
     return tune.RunConfig(name=study.name, storage_path=str(path.parent),
                           failure_config=tune.FailureConfig(max_failures=0),
-                          callbacks=[TrialStatusCallback(str(spec.experiment_dir), study.name),
-                                     ClusterUsageCallback(str(spec.experiment_dir), study.name,
-                                                          stage)],
+                          callbacks=[TrialStatusCallback(store, study.name),
+                                     ClusterUsageCallback(store, study.name, stage)],
                           verbose=1)
 
 
@@ -207,90 +206,69 @@ def _search_tune_config(spec: SearchSpec, study: Study, points: list[dict], slot
                            trial_dirname_creator=lambda t: f"{study.name}_{t.trial_id}")
 
 
-# ------------------------------------------------------------------------------- outcomes
-def _trial_id(study: Study, result) -> Optional[str]:
-    m = result.metrics or {}
-    if m.get("trial_id"):
-        return m["trial_id"]
-    name = Path(result.path).name if result.path else ""
+# -------------------------------------------------------------------------- settling trials
+def settle_stage(store: ExperimentStore, study: Study, grid) -> None:
+    """Once a stage's Tuner returned: give every trial that ended without the engine saying how
+    its final status (an error: failed; ended early without one: stopped by the scheduler),
+    record its time in Tune, and release the resume state of every ended trial (a trial the
+    scheduler stopped had no driver left to do it, and its worker may have stored one more
+    checkpoint after the stop)."""
+    for result in grid:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or _trial_id_from_path(study, result.path)
+        if trial_id is None:
+            continue
+        settle_trial(store, study.name, trial_id, result.error, metrics.get("epoch"),
+                     metrics.get("time_total_s"))
+    store.release_ended_trials(study.name)
+
+
+def settle_trial(store: ExperimentStore, study: str, trial_id: str,
+                 error: Optional[BaseException], last_epoch: Optional[int],
+                 seconds: Optional[float]) -> None:
+    if error is not None:
+        store.settle_trial(study, trial_id, FAILED, first_line(error), epoch=last_epoch,
+                           overwrite=("running", "stopped", "interrupted", None))
+    else:
+        store.settle_trial(study, trial_id, STOPPED,
+                           "stopped early by the scheduler (ASHA)"
+                           + (f" on its epoch-{last_epoch} result" if last_epoch else ""),
+                           epoch=last_epoch, overwrite=("running", "stopped", "interrupted"))
+    if seconds is not None:
+        store.note_trial(study, trial_id, seconds=float(seconds))
+    status = trial_status(store.read_json(store.trial_dir(study, trial_id) / "metrics.json"))
+    if status in ENDED:
+        store.release_checkpoints(study, trial_id)
+
+
+def _trial_id_from_path(study: Study, path) -> Optional[str]:
+    from pathlib import Path
+
+    name = Path(path).name if path else ""
     prefix = f"{study.name}_"
     return name[len(prefix):] if name.startswith(prefix) else None
 
 
-def stage_outcome(spec: SearchSpec, study: Study, grid, seconds: float, stage: str) -> dict:
-    """What a stage produced, from Tune's results and each trial's own ``metrics.json``."""
-    trials = []
-    for result in grid:
-        m = result.metrics or {}
-        trial_id = _trial_id(study, result)
-        out = spec.experiment_dir / "trials" / study.name / str(trial_id)
-        if trial_id is not None:
-            _settle_status(out, error=result.error, last_epoch=m.get("epoch"))
-            # a trial the scheduler stopped had no driver left to do it
-            prune_stale_checkpoints(spec.experiment_dir / "ray_train"
-                                    / f"{study.name}-{trial_id}")
-        metrics = (read_metrics(out) or {}) if trial_id is not None else {}
-        status = metrics.get("status")
-        if result.error and status not in ("failed", "diverged"):
-            status = "failed"
-        diverged = bool(m.get("diverged")) or status == "diverged"
-        recorded = metrics.get("result") or {}
-        config = result.config or {}
-        # the trial's own record wins over Tune's last result: a trial the scheduler stops
-        # on epoch N's result may already have validated later epochs before the stop reached it
-        best_score = recorded.get("selection_score")
-        trials.append({
-            "trial_id": trial_id, "epochs": epochs_run(metrics) or m.get("epoch"),
-            "status": status,
-            "best_score": m.get(METRIC) if diverged or best_score is None else best_score,
-            "selected_test_mAP": recorded.get("test_mAP", m.get("selected_test_mAP")),
-            "diverged": diverged, "error": str(result.error) if result.error else None,
-            "params": {k: v for k, v in config.items() if k in study.search},
-            "repeat": config.get(REPEAT_KEY), "seconds": m.get("time_total_s")})
-    ok = [t for t in trials if t["best_score"] is not None and not t["diverged"]]
-    best = max(ok, key=lambda t: t["best_score"]) if ok else None
-    count = {s: sum(1 for t in trials if t["status"] == s)
-             for s in ("finished", "stopped_by_scheduler", "failed", "diverged")}
-    return {"study": study.name, "task": study.task, "method": study.method,
-            "prob": study.prob, "stage": stage, "trials": len(trials), **count,
-            "errored": sum(1 for t in trials if t["error"]), "best": best,
-            "trial_list": trials, "wall_seconds": seconds}
-
-
-def _settle_status(out: Path, error: Optional[BaseException], last_epoch=None) -> None:
-    """Give a trial that ended without the engine saying how its final status: an error is
-    ``failed``; a trial that ended early without one was stopped by the scheduler."""
-    if error is not None:
-        mark_trial_status(out, "failed", _first_line(error),
-                          overwrite=("running", "stopped", "interrupted", None),
-                          epoch=last_epoch)
-    else:
-        mark_trial_status(out, "stopped_by_scheduler",
-                          "stopped early by the scheduler (ASHA)"
-                          + (f" on its epoch-{last_epoch} result" if last_epoch else ""),
-                          overwrite=("running", "stopped", "interrupted"), epoch=last_epoch)
-
-
 class TrialStatusCallback(Callback):
-    """Marks a trial's ``metrics.json`` as soon as Tune ends it (the stage settles every trial
+    """Settles a trial in the store as soon as Tune ends it (the stage settles every trial
     again when it ends, in case a stopped trial's worker wrote once more)."""
 
-    def __init__(self, experiment_dir: str, study: str) -> None:
-        self.experiment_dir = experiment_dir
+    def __init__(self, store: ExperimentStore, study: str) -> None:
+        self.store = store
         self.study = study
 
-    def _out(self, trial) -> Path:
-        return Path(self.experiment_dir) / "trials" / self.study / trial.trial_id
-
     def on_trial_complete(self, iteration, trials, trial, **info):
-        _settle_status(self._out(trial), None, (trial.last_result or {}).get("epoch"))
+        last = trial.last_result or {}
+        settle_trial(self.store, self.study, trial.trial_id, None, last.get("epoch"),
+                     last.get("time_total_s"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        mark_trial_status(self._out(trial), "failed",
-                          f"the trial errored (Ray Tune); see {trial.local_path}/error.txt"
-                          if getattr(trial, "local_path", None) else "the trial errored",
-                          overwrite=("running", "stopped", "interrupted", None),
-                          epoch=(trial.last_result or {}).get("epoch"))
+        last = trial.last_result or {}
+        where = getattr(trial, "local_path", None)
+        error = RuntimeError(f"the trial errored (Ray Tune); see {where}/error.txt" if where
+                             else "the trial errored (Ray Tune)")
+        settle_trial(self.store, self.study, trial.trial_id, error, last.get("epoch"),
+                     last.get("time_total_s"))
 
 
 class ClusterUsageCallback(Callback):
@@ -299,8 +277,9 @@ class ClusterUsageCallback(Callback):
     the memory of this machine's Ray worker processes. A search that leaks (placement groups
     or actors left by finished trials, memory growing trial after trial) shows it here."""
 
-    def __init__(self, experiment_dir: str, study: str, stage: str) -> None:
-        self.path = Path(experiment_dir) / "usage" / f"{study}.{stage}.jsonl"
+    def __init__(self, store: ExperimentStore, study: str, stage: str) -> None:
+        self.store = store
+        self.path = store.usage_log(study, stage)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._record("start", trial, trials)
@@ -316,9 +295,7 @@ class ClusterUsageCallback(Callback):
             line = {"time": time.time(), "event": event, "trial_id": trial.trial_id,
                     "running_in_study": sum(t.status == "RUNNING" for t in trials),
                     **cluster_usage()}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write(json.dumps(line) + "\n")
+            self.store.append_jsonl(self.path, line)
         except Exception as err:          # a diagnostic never stops a search
             log.warning("usage record of trial %s skipped: %s: %s", trial.trial_id,
                         type(err).__name__, err)
@@ -400,6 +377,15 @@ class StudyOptunaSearch(OptunaSearch):
     def __init__(self, *args, max_epochs: Optional[int] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
+
+    def suggest(self, trial_id: str):
+        """Optuna's suggestion for a new Ray trial, which carries the Ray trial id from the
+        start (the experiment's records and the dashboard name trials the same way)."""
+        config = super().suggest(trial_id)
+        ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
+        if ot_trial is not None:
+            self._note(ot_trial, "ray_trial_id", trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)

@@ -13,7 +13,8 @@ from .device_transforms import DeviceTestTransform, DeviceTrainTransform
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
 from .images import check_images
 from .partial import holdout_indices, label_cooccurrence, partial_labels
-from .splits import Split, load_dataset
+from .registry import load_dataset
+from .splits import Split
 from .transforms import (IMAGENET_MEAN, IMAGENET_STD, crop_sides, test_transform,
                          train_transform)
 from .voc import VOC_CLASSES

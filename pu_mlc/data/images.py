@@ -68,6 +68,22 @@ def _has_jpeg_end(path: Path, size: int) -> bool:
         return _JPEG_EOI in f.read()
 
 
+def find_bad_images(split: Split, workers: int = 8) -> list[tuple[str, str]]:
+    """(file name, why) of every image of ``split`` that cannot be used, in split order; names
+    are entries of ``split.files``, reasons those of :func:`image_problem` (e.g. "not a readable
+    image (DecompressionBombError: Image size ...)")."""
+    problems = _problems(split, workers)
+    return [(split.files[i], why) for i, why in enumerate(problems) if why is not None]
+
+
+def _problems(split: Split, workers: int) -> list[Optional[str]]:
+    paths = [split.image_dir / f for f in split.files]
+    if not paths:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        return list(pool.map(image_problem, paths))
+
+
 def check_images(split: Split, skip_bad: bool = False,
                  workers: int = 8) -> tuple[Split, list[str]]:
     """Open every image of ``split``; return (split without bad images, bad file names).
@@ -77,12 +93,8 @@ def check_images(split: Split, skip_bad: bool = False,
     total count and pointing at ``--skip-bad-images``; with ``skip_bad=True`` they are dropped and
     counted in a warning.
     """
-    paths = [split.image_dir / f for f in split.files]
-    if len(paths) == 0:
-        return split, []
-    with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-        problems = list(pool.map(image_problem, paths))
-    bad = [(i, problems[i]) for i in range(len(paths)) if problems[i] is not None]
+    problems = _problems(split, workers)
+    bad = [(i, problems[i]) for i in range(len(problems)) if problems[i] is not None]
     if not bad:
         log.debug("%s split: all %d images readable", split.name, len(split))
         return split, []

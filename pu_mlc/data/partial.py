@@ -15,7 +15,6 @@ import logging
 
 import numpy as np
 
-from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def partial_labels(labels: np.ndarray, prob: float, seed: int = 0) -> np.ndarray
     Returns int8 in {-1, 0, +1}.
     """
     if not 0.0 < prob <= 1.0:
-        raise ConfigError(f"prob (--prob) = {prob} must be in (0, 1]: the fraction of training "
+        raise ValueError(f"prob = {prob} must be in (0, 1]: the fraction of training "
                           f"label entries kept")
     labels = np.asarray(labels)
     if prob == 1.0:
@@ -67,7 +66,7 @@ def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray,
     when ``n >= 2``. Used by the honest protocol when a dataset ships no validation split.
     """
     if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"val_fraction (--val-fraction) = {fraction} must be in (0, 1)")
+        raise ValueError(f"val_fraction = {fraction} must be in (0, 1)")
     if n < 0:
         raise ValueError(f"n = {n} must be >= 0")
     if n < 2:

@@ -30,10 +30,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data import (DeviceTestTransform, DeviceTrainTransform, EncodedImageDataset,
-                    MultiLabelImageDataset, Split, check_images, class_word_vectors,
+                    MultiLabelImageDataset, Split, class_word_vectors,
                     holdout_indices, label_cooccurrence, load_dataset, partial_labels,
                     test_transform, train_transform)
 from ..data.dataset import encoded_collate
+from ..data.images import find_bad_images
 from ..errors import ConfigError, DataError
 from ..metrics import ShardedEvalSampler
 from .distributed import DistContext
@@ -124,24 +125,28 @@ def prepare_run_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
 
 def _checked(split: Split, targets: np.ndarray, cfg: TrainConfig,
              ctx: DistContext) -> tuple[Split, np.ndarray, list[str]]:
-    """Check every image once across all ranks (each rank a shard) and apply the verdict."""
+    """Check every image once across all ranks (each rank a shard) and apply the verdict: refused
+    with each bad image's reason (the first few), or dropped under --skip-bad-images."""
     shard = np.arange(ctx.rank, len(split), ctx.world_size)
-    _, bad_local = check_images(split.subset(shard), skip_bad=True,
-                                workers=max(1, min(8, cfg.workers or 1)))
-    bad = sorted({b for part in ctx.all_gather_object(bad_local) for b in part})
+    bad_local = find_bad_images(split.subset(shard), workers=max(1, min(8, cfg.workers or 1)))
+    why = dict(sorted(pair for part in ctx.all_gather_object(bad_local) for pair in part))
+    bad = list(why)
     if not bad:
         return split, targets, []
+    listed = "; ".join(f"{name} ({why[name]})" for name in bad[:5])
+    more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
     if not cfg.skip_bad_images:
-        shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise DataError(
             f"{len(bad)} unreadable or missing image(s) in the {split.name} split under "
-            f"{split.image_dir}: {shown}; fix or remove them, or pass --skip-bad-images to "
-            f"train without them (they are counted in metrics.json)")
+            f"{split.image_dir}: {listed}{more}; fix or remove them, or pass --skip-bad-images "
+            f"to train without them (they are counted in metrics.json)")
     bad_set = set(bad)
     keep = np.array([i for i, f in enumerate(split.files)
                      if f not in bad_set and str(split.image_dir / f) not in bad_set],
                     dtype=np.int64)
-    log.warning("skipping %d unreadable image(s) of the %s split", len(bad), split.name)
+    if ctx.is_main:
+        log.warning("skipping %d unreadable image(s) of the %s split under %s: %s%s", len(bad),
+                    split.name, split.image_dir, listed, more)
     return split.subset(keep), targets[keep], bad
 
 

@@ -71,13 +71,16 @@ DEFAULT_RUNS_DIR = Path("runs") / "train"
 
 def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
         device: Optional[torch.device] = None, resume_checkpoint: Optional[Path] = None,
-        hparams: Optional[dict] = None) -> dict:
+        checkpoint_dir: Optional[Path] = None, hparams: Optional[dict] = None) -> dict:
     """Train one configuration; return the final result (also written to ``metrics.json``).
 
-    ``resume_checkpoint`` is given by launchers that manage the output directory themselves
-    (Ray Train restores a trial from its own checkpoint); ``cfg.resume`` resumes from
-    ``OUTPUT_DIR/checkpoints/last.pt``. ``hparams`` names the searched fields shown in the
-    TensorBoard HParams tab (default: the whole config).
+    ``resume_checkpoint`` and ``checkpoint_dir`` are given by launchers that keep the resume
+    state themselves: Ray Train restores a trial from its own checkpoint, and the engine writes
+    each epoch's ``last.pt`` into ``checkpoint_dir`` (a local scratch folder) for the reporter
+    to hand to Ray, instead of ``OUTPUT_DIR/checkpoints/last.pt``; ``cfg.resume`` resumes from
+    the latter. ``hparams`` (given by a search) are the values of this run in the TensorBoard
+    HParams tab, whose experiment-wide definition the search writes; without them the run
+    defines its own from its whole config.
     """
     if not cfg.data:
         raise ConfigError("data (DATA_ROOT) is empty: give the dataset root directory")
@@ -88,6 +91,8 @@ def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
         cfg, precision = resolve_for_this_machine(cfg, ctx)
         paths = (RunPaths(Path(cfg.output_dir).resolve()) if resume_checkpoint is not None
                  else check_output_dir(cfg))
+        if checkpoint_dir is not None:
+            paths = paths.with_last_checkpoint_in(Path(checkpoint_dir))
         if resume_checkpoint is None and cfg.resume:
             resume_checkpoint = paths.last_checkpoint
         # read (safely) before anything is written: a bad or crafted last.pt changes nothing
@@ -99,7 +104,8 @@ def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
         timing = {"setup_seconds": t1 - t0, "build_seconds": time.perf_counter() - t1}
         ctx.barrier()                       # every rank checked everything before rank 0 writes
         if ctx.is_main:
-            prepare_output_dir(paths, cfg)
+            # a resumed run keeps its files; --overwrite replaces those of an earlier run
+            prepare_output_dir(paths, clear=cfg.overwrite and resume_checkpoint is None)
             write_text_atomic(paths.config, cfg.to_yaml())
             log_handler = _attach_log_file(paths.log_file)
         ctx.barrier()
@@ -127,8 +133,8 @@ def resolve_for_this_machine(cfg: TrainConfig, ctx: DistContext
         precision = resolve_precision(cfg.precision, ctx.device)
     output_dir = cfg.output_dir or ctx.broadcast_object(
         new_run_dir(cfg) if ctx.is_main else None)
-    return cfg.replace(precision=precision.name, output_dir=output_dir,
-                       data_pipeline=resolve_pipeline(cfg, ctx.device)), precision
+    return cfg.resolved(precision=precision.name, output_dir=output_dir,
+                        data_pipeline=resolve_pipeline(cfg, ctx.device)), precision
 
 
 def new_run_dir(cfg: TrainConfig, parent: Path = DEFAULT_RUNS_DIR) -> str:
@@ -173,7 +179,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
     writer = RunWriter(paths.tensorboard(cfg), enabled=ctx.is_main,
                        purge_step=done + 1 if done else None)
     run.writer = writer                     # closed by fit also when an epoch raises
-    writer.hparams_start(hparams if hparams is not None else cfg.to_dict(), resumed=done > 0)
+    writer.hparams_start(hparams if hparams is not None else cfg.to_dict(), cfg.protocol,
+                         resumed=done > 0, define_experiment=hparams is None)
     timing["build_seconds"] += time.perf_counter() - t_build
     if ctx.is_main:
         _log_run_start(cfg, ctx, data, model, loaders)
@@ -386,6 +393,8 @@ def _metrics_payload(cfg: TrainConfig, data: RunData, ctx: DistContext, model: n
         "environment": {"pu_mlc": __version__, "torch": torch.__version__,
                         "python": platform.python_version(), "device": str(ctx.device),
                         "world_size": ctx.world_size, "precision": cfg.precision,
+                        # intra-op threads: another count changes the order of float sums
+                        "torch_threads": torch.get_num_threads(),
                         "data_pipeline": cfg.data_pipeline},
         "config": cfg.to_dict(),
     }

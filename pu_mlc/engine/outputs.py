@@ -10,9 +10,9 @@ mid-write never leaves a truncated checkpoint or JSON behind.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -27,6 +27,12 @@ RUN_ARTIFACTS = ("config.yaml", "metrics.json", "checkpoints", "tensorboard", "t
 @dataclass(frozen=True)
 class RunPaths:
     root: Path
+    #: Where ``last.pt`` goes when a launcher keeps the resume state itself (a search trial
+    #: hands it to Ray Train, which stores it); None: ``root/checkpoints``.
+    last_dir: Optional[Path] = None
+
+    def with_last_checkpoint_in(self, folder: Path) -> "RunPaths":
+        return replace(self, last_dir=Path(folder))
 
     @property
     def config(self) -> Path:
@@ -42,7 +48,7 @@ class RunPaths:
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.pt"
+        return (self.last_dir or self.checkpoints) / "last.pt"
 
     @property
     def best_checkpoint(self) -> Path:
@@ -91,10 +97,13 @@ def check_output_dir(cfg: "config_lib.TrainConfig") -> RunPaths:
     return paths
 
 
-def prepare_output_dir(paths: RunPaths, cfg: "config_lib.TrainConfig") -> None:
-    """Create the directory (rank 0 only); with ``--overwrite`` remove the earlier run's files."""
+def prepare_output_dir(paths: RunPaths, clear: bool) -> None:
+    """Create the directory (rank 0 only); with ``clear`` (``--overwrite`` of a run that does not
+    resume) remove the earlier run's files."""
     paths.root.mkdir(parents=True, exist_ok=True)
-    if cfg.overwrite:
+    if paths.last_dir is not None:
+        paths.last_dir.mkdir(parents=True, exist_ok=True)
+    if clear:
         for name in RUN_ARTIFACTS:
             target = paths.root / name
             if target.is_dir():

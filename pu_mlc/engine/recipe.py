@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..losses import build_loss
+from ..losses import loss_from_config
 from .distributed import DistContext
 from .ema import TrainableStateEma
 from .precision import Precision
@@ -71,9 +71,7 @@ class Recipe:
         return cls(model=model, net=net, optimizer=optimizer, scheduler=scheduler,
                    ema=TrainableStateEma(model, decay=cfg.ema), precision=precision,
                    scaler=scaler,
-                   criterion=build_loss(cfg.loss, alpha=cfg.alpha, gamma=cfg.gamma,
-                                        asl_gamma_neg=cfg.asl_gamma_neg,
-                                        asl_gamma_pos=cfg.asl_gamma_pos, asl_clip=cfg.asl_clip),
+                   criterion=loss_from_config(cfg),
                    mixup_alpha=cfg.mixup_alpha, channels_last=channels_last,
                    watch=DivergenceWatch(trainable, ctx.device, check_gradients=scaler is None))
 

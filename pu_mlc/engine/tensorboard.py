@@ -14,9 +14,7 @@ from typing import Any, Mapping, Optional
 
 log = logging.getLogger(__name__)
 
-#: Scalar tags written every epoch; the HParams tab shows the ones in ``HPARAM_METRICS``.
-HPARAM_METRICS = ("selected/score", "selected/test_mAP", "test/mAP", "test/mAP_ema", "val/mAP",
-                  "val/mAP_ema", "train/loss")
+from ..choices import HPARAM_METRICS          # the HParams tab's metric columns per protocol
 
 
 class RunWriter:
@@ -32,18 +30,26 @@ class RunWriter:
             logdir.mkdir(parents=True, exist_ok=True)
             self._writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
 
-    def hparams_start(self, hparams: Mapping[str, Any], resumed: bool = False) -> None:
+    def hparams_start(self, hparams: Mapping[str, Any], protocol: str, resumed: bool = False,
+                      define_experiment: bool = True) -> None:
         """Open the HParams session; a resumed run only re-arms its end marker (the session
-        was opened by the run it continues, in an earlier event file of the same directory)."""
+        was opened by the run it continues, in an earlier event file of the same directory).
+
+        ``define_experiment``: also write the HParams *experiment* (which fields and metrics
+        the tab has columns for). A single run defines its own; the runs of a search do not:
+        TensorBoard keeps one experiment definition per logdir, so the search writes one that
+        lists every study's searched fields (``tune.hparams``)."""
         if not self.enabled:
             return
         from torch.utils.tensorboard.summary import hparams as hp_summary
 
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
-        exp, ssi, self._session_end = hp_summary(clean, {m: 0.0 for m in HPARAM_METRICS})
+        exp, ssi, self._session_end = hp_summary(clean,
+                                                {m: 0.0 for m in HPARAM_METRICS[protocol]})
         if resumed:
             return
-        self._writer.file_writer.add_summary(exp)
+        if define_experiment:
+            self._writer.file_writer.add_summary(exp)
         self._writer.file_writer.add_summary(ssi)
         self._writer.flush()
 

@@ -1,15 +1,17 @@
-"""``build_loss``: the one place that turns a loss name from the config into a loss module.
+"""The one place that turns a loss name into a loss module.
 
-The engine only calls ``build_loss(config.loss, alpha=..., gamma=..., asl_gamma_neg=...,
-asl_gamma_pos=..., asl_clip=...)`` and then ``loss(logits, targets)``; each loss takes the
-parameters it has and ignores the others. Whether the MixUp regulariser's second forward pass
-runs is read from the module's ``uses_mixup_regulariser`` attribute (True only for ``'pu'``).
+The engine builds its loss straight from the run's config: ``loss_from_config(cfg)`` hands the
+config itself to the named loss's builder, which reads the fields it has (``alpha`` and
+``gamma`` for ``'pu'``, the ``asl_*`` fields for ``'asl'``) with no re-packing in between.
+``build_loss(name, alpha=..., gamma=...)`` is the same table for library callers, with keyword
+arguments (defaults: the config's). Whether the MixUp regulariser's second forward pass runs is
+read from the module's ``uses_mixup_regulariser`` attribute (True only for ``'pu'``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict
+from types import SimpleNamespace
+from typing import Any, Callable, Dict
 
 from torch import nn
 
@@ -17,23 +19,14 @@ from ..choices import LOSS_NAMES as _CHOICES
 from .baselines import AssumeNegativeBCELoss, AsymmetricLoss, BCELoss, PartialBCELoss
 from .pu import PULoss
 
-
-@dataclass(frozen=True)
-class _LossParams:
-    alpha: float
-    gamma: float
-    asl_gamma_neg: float
-    asl_gamma_pos: float
-    asl_clip: float
-
-
-_BUILDERS: Dict[str, Callable[[_LossParams], nn.Module]] = {
-    "pu": lambda p: PULoss(alpha=p.alpha, gamma=p.gamma),
-    "bce": lambda p: BCELoss(),
-    "partial_bce": lambda p: PartialBCELoss(),
-    "assume_negative_bce": lambda p: AssumeNegativeBCELoss(),
-    "asl": lambda p: AsymmetricLoss(gamma_neg=p.asl_gamma_neg, gamma_pos=p.asl_gamma_pos,
-                                    clip=p.asl_clip),
+#: Per loss name, a builder reading its parameters from a config (any object with the fields).
+_BUILDERS: Dict[str, Callable[[Any], nn.Module]] = {
+    "pu": lambda c: PULoss(alpha=c.alpha, gamma=c.gamma),
+    "bce": lambda c: BCELoss(),
+    "partial_bce": lambda c: PartialBCELoss(),
+    "assume_negative_bce": lambda c: AssumeNegativeBCELoss(),
+    "asl": lambda c: AsymmetricLoss(gamma_neg=c.asl_gamma_neg, gamma_pos=c.asl_gamma_pos,
+                                    clip=c.asl_clip),
 }
 
 #: Loss names accepted by :func:`build_loss` (and by the ``loss`` field of ``TrainConfig``).
@@ -43,20 +36,29 @@ if tuple(_BUILDERS) != LOSS_NAMES:
                       f"{tuple(_BUILDERS)}: list a new loss in both")
 
 
+def loss_from_config(cfg: Any) -> nn.Module:
+    """The loss a ``TrainConfig`` names (``cfg.loss``), built from its own fields."""
+    return _builder(cfg.loss)(cfg)
+
+
 def build_loss(name: str, *, alpha: float = 1.0, gamma: float = 0.55,
                asl_gamma_neg: float = 4.0, asl_gamma_pos: float = 1.0,
                asl_clip: float = 0.05) -> nn.Module:
-    """Build the loss called ``name``.
+    """Build the loss called ``name`` from keyword arguments (library callers).
 
     ``alpha`` and ``gamma`` are used by ``'pu'`` only; ``asl_gamma_neg``, ``asl_gamma_pos`` and
     ``asl_clip`` (defaults: the ASL paper's, as :class:`AsymmetricLoss`) by ``'asl'`` only.
     Returns a module whose ``forward(logits, targets)`` gives a scalar and which has the
     attribute ``uses_mixup_regulariser``. An unknown name raises ``ValueError``.
     """
+    return _builder(name)(SimpleNamespace(alpha=alpha, gamma=gamma,
+                                          asl_gamma_neg=asl_gamma_neg,
+                                          asl_gamma_pos=asl_gamma_pos, asl_clip=asl_clip))
+
+
+def _builder(name: str) -> Callable[[Any], nn.Module]:
     try:
-        builder = _BUILDERS[name]
+        return _BUILDERS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSS_NAMES)}") \
             from None
-    return builder(_LossParams(alpha=alpha, gamma=gamma, asl_gamma_neg=asl_gamma_neg,
-                               asl_gamma_pos=asl_gamma_pos, asl_clip=asl_clip))

@@ -33,7 +33,6 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from ._utils import check_logits_targets, promote_logits
 
 
@@ -105,7 +104,7 @@ def sample_mixup_plan(n: int, mixup_alpha: float = 0.3,
     if n < 1:
         raise ValueError(f"the MixUp regulariser needs a batch of at least one image, got n={n}")
     if not (math.isfinite(mixup_alpha) and mixup_alpha > 0):
-        raise ConfigError(f"mixup_alpha must be a finite number > 0 (Beta parameter), "
+        raise ValueError(f"mixup_alpha must be a finite number > 0 (Beta parameter), "
                           f"got {mixup_alpha!r}; the paper uses 0.3")
     h = n // 2
     draw_on = generator.device if generator is not None else None

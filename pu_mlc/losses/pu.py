@@ -35,7 +35,6 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ._utils import check_logits_targets, promote_logits
 
 
@@ -67,13 +66,13 @@ class PULoss(nn.Module):
                  zero_std_temperature: float = 1.0) -> None:
         super().__init__()
         if not (math.isfinite(alpha) and alpha > 0):
-            raise ConfigError(f"PU loss: alpha must be a finite number > 0 (temperature scale), "
+            raise ValueError(f"PU loss: alpha must be a finite number > 0 (temperature scale), "
                               f"got {alpha!r}; the paper uses 1.0 (COCO) and 2.0 (VOC)")
         if not (math.isfinite(gamma) and gamma >= 0):
-            raise ConfigError(f"PU loss: gamma must be a finite number >= 0 (weight exponent), "
+            raise ValueError(f"PU loss: gamma must be a finite number >= 0 (weight exponent), "
                               f"got {gamma!r}; the paper uses 0.55 (COCO) and 0.85 (VOC)")
         if not (math.isfinite(zero_std_temperature) and zero_std_temperature > 0):
-            raise ConfigError(f"PU loss: zero_std_temperature must be a finite number > 0, "
+            raise ValueError(f"PU loss: zero_std_temperature must be a finite number > 0, "
                               f"got {zero_std_temperature!r}")
         self.alpha = float(alpha)
         self.gamma = float(gamma)

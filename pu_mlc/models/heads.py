@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ..choices import HEADS
-from ..errors import ConfigError
 from .ssgrl import SSGRLHead
 
 
@@ -46,11 +45,11 @@ def create_head(name: str, in_channels: int, num_classes: int, *,
         missing = [n for n, v in (("word_vectors", word_vectors), ("adjacency", adjacency))
                    if v is None]
         if missing:
-            raise ConfigError(f"head (--head) = 'ssgrl' needs {' and '.join(missing)} (class "
+            raise ValueError(f"the 'ssgrl' head needs {' and '.join(missing)} (class "
                               f"word vectors C x d, label co-occurrence C x C); pass them or use "
-                              f"--head linear")
+                              f"the linear head")
         if head_dim < 2 or head_dim % 2:
-            raise ConfigError(f"head width (--head-dim) = {head_dim!r}: must be an even number "
+            raise ValueError(f"head width = {head_dim!r}: must be an even number "
                               f">= 2 (published: 1024)")
         return SSGRLHead(in_channels, word_vectors, adjacency, feature_dim=head_dim,
                          attention_dim=head_dim // 2, output_dim=head_dim)

