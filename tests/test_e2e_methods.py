@@ -242,3 +242,59 @@ def test_export_of_a_partial_experiment_says_which_studies_are_unfinished(method
     proc = run_entry(["export", str(partial)])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "partial experiment: 1 stud(y/ies) unfinished (p10.partial_bce)" in proc.stdout
+
+
+def test_a_finished_search_keeps_at_most_38_mb_per_trial_on_disk(methods_search):
+    """The resume state of every ended trial is gone, best.pt (weights only) stays for the top
+    trials of each study and not for repeats: the experiment's size on disk (hard links once)
+    over its trials. Before this store, a one-epoch trial of this space kept ~150 MB."""
+    from tune.store import ExperimentStore, disk_usage
+
+    exp, _ = methods_search
+    summary = json.loads((exp / "summary.json").read_text())
+    trials = summary["trials"]["trials"]
+    per_trial = summary["size_on_disk_bytes"] / trials
+    print(f"experiment on disk: {summary['size_on_disk_bytes'] / 2 ** 20:.1f} MiB, "
+          f"{per_trial / 1e6:.1f} MB per trial ({trials} trials)")
+    assert per_trial <= 38e6
+    store = ExperimentStore(exp)
+    assert not list(store.ray_train_dir.rglob("last.pt"))
+    assert disk_usage(store.ray_train_dir) < 1e6
+    for name, study in summary["studies"].items():
+        kept = [t for t in store.read_study(name).trials if t.has_weights]
+        assert {t.stage for t in kept} == {"search"}, name          # repeats: records only
+        assert study["selected_trial"] in {t.trial_id for t in kept}, name
+
+
+def test_an_exported_command_run_from_another_directory_reproduces_the_test_map(
+        methods_search, tmp_path):
+    """``command.sh`` of a selected trial, run from an unrelated folder with the installed
+    ``pu-mlc`` on PATH (as after ``source .venv/bin/activate``), trains the trial again and
+    gives its recorded test mAP exactly (CPU; the script sets the trial's thread count)."""
+    import os
+    import subprocess
+    import sys
+
+    from limits import HANG_GUARD_S
+    from ray_helpers import search_env
+
+    exp, _ = methods_search
+    best = json.loads((exp / "exports" / "best.json").read_text())
+    name = next(n for n in sorted(best) if n.endswith(".pu_mlc"))
+    script = exp / "exports" / name / "command.sh"
+    text = script.read_text()
+    assert "pu-mlc train" in text and "export OMP_NUM_THREADS=" in text
+    env = search_env()
+    env.pop("OMP_NUM_THREADS", None)                 # the script's own setting decides
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run(["bash", str(script)], cwd=elsewhere, env=env, capture_output=True,
+                          text=True, timeout=HANG_GUARD_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((elsewhere / "runs" / "train").glob("*/metrics.json"))
+    assert len(runs) == 1, runs
+    rerun = json.loads(runs[0].read_text())["result"]
+    assert rerun["test_mAP"] == best[name]["test_mAP"], (rerun["test_mAP"], best[name])
+    assert rerun["selected_epoch"] == best[name]["selected_epoch"]
+    assert rerun["selected_model"] == best[name]["selected_weights"]

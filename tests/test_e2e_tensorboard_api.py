@@ -65,7 +65,10 @@ def _csv_rows(exp: Path) -> list[dict]:
 def test_one_tensorboard_run_per_trial_and_nothing_else(tensorboard_server):
     exp, base = tensorboard_server
     runs = _get(f"{base}/data/runs")
-    assert sorted(runs) == sorted(f"{r['study']}/{r['trial_id']}" for r in _csv_rows(exp))
+    # one run per trial, and the root holding the search's HParams definition ("." in the API)
+    assert sorted(r for r in runs if r != ".") == sorted(f"{r['study']}/{r['trial_id']}"
+                                                        for r in _csv_rows(exp))
+    assert len(runs) == len(_csv_rows(exp)) + 1 and "." in runs
     # Tune's own loggers are off: no event files anywhere else in the experiment
     strays = [p for p in exp.rglob("events.out.tfevents.*")
               if (exp / "tensorboard") not in p.parents]
@@ -92,3 +95,32 @@ def test_the_hparams_tab_shows_each_trials_selection_score_and_test_map(tensorbo
     points = _get(f"{base}/data/plugin/scalars/scalars?run={row['study']}/{row['trial_id']}"
                   f"&tag=selected/score")
     assert points[-1][2] == pytest.approx(float(row["selection_score"]), rel=1e-6)
+
+
+def test_the_hparams_tab_lists_every_studys_searched_fields_and_only_written_metrics(
+        tensorboard_server):
+    """One experiment-wide definition (tune/hparams.py): PU-MLC's alpha and gamma and the
+    baseline's lr and weight decay are all columns, whichever trial TensorBoard read first; the
+    metric columns are the honest protocol's (no empty test/mAP column)."""
+    import yaml
+
+    exp, base = tensorboard_server
+    experiment = _get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+    columns = {h["name"] for h in experiment["hparamInfos"]}
+    space = yaml.safe_load((exp / "search_space.yaml").read_text())
+    searched = {k for m in space["methods"] for k in (m.get("search") or {})}
+    assert {"alpha", "gamma", "lr", "weight_decay"} <= searched <= columns
+    assert {"study", "task", "method", "prob", "repeat"} <= columns
+    metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
+    assert metrics == ["selected/score", "selected/test_mAP", "val/mAP", "val/mAP_ema",
+                       "train/loss"]
+    # a baseline trial's row has no alpha (its loss does not read it), a PU-MLC trial's has
+    groups = _get(f"{base}/data/plugin/hparams/session_groups",
+                  {"experimentName": "", "allowedStatuses": STATUSES, "colParams": [],
+                   "startIndex": 0, "sliceSize": 1000})["sessionGroups"]
+    methods = {g["name"]: g["hparams"] for g in groups}
+    pu = [h for name, h in methods.items() if name.split("/")[0].endswith(".pu_mlc")]
+    bce = [h for name, h in methods.items() if name.split("/")[0].endswith(".partial_bce")]
+    assert pu and bce
+    assert all("alpha" in h and "gamma" in h for h in pu)
+    assert all("alpha" not in h and "lr" in h for h in bce)
