@@ -17,11 +17,34 @@ OPTUNA_STATE = {"finished": "COMPLETE", "diverged": "COMPLETE",
                 "stopped_by_scheduler": "PRUNED", "failed": "FAIL", "unfinished": "RUNNING"}
 
 
-def check_readers_agree(exp: Path, out: Path, optuna_url: Optional[str] = None) -> dict:
-    """Assert the agreement above; ``out`` receives the export (the experiment folder is left
-    as it is). Returns ``{study: selected trial id or None}``."""
+def optuna_trials(exp: Path, names: list[str]) -> dict[str, list[dict]]:
+    """Each Optuna study's trials ({state, user_attrs}) from the experiment's own study database
+    (its SQLite file, or its journal file on a cluster)."""
     import optuna
 
+    from tune.store import ExperimentStore
+    from tune.study import open_study_storage
+
+    store = ExperimentStore(exp)
+    url = (f"sqlite:///{store.optuna_file}" if store.optuna_file.exists()
+           else f"journal://{store.journal_file}")
+    storage = open_study_storage(url)
+    out = {}
+    for name in names:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:                            # the study never started
+            continue
+        out[name] = [{"state": t.state.name, "user_attrs": t.user_attrs} for t in study.trials]
+    return out
+
+
+def check_readers_agree(exp: Path, out: Path,
+                        optuna_trials_by_study: Optional[dict[str, list[dict]]] = None) -> dict:
+    """Assert the agreement above; ``out`` receives the export (the experiment folder is left
+    as it is). The Optuna trials are read from the experiment's study database unless given
+    (``{optuna study name: [{state, user_attrs}]}``, e.g. read where a server listens).
+    Returns ``{study: selected trial id or None}``."""
     from tune.export import export_experiment
     from tune.report import build_results
     from tune.store import open_experiment, read_experiment
@@ -34,7 +57,9 @@ def check_readers_agree(exp: Path, out: Path, optuna_url: Optional[str] = None) 
     best = json.loads((out / "best.json").read_text())
     results, _ = build_results(exp)
     summary = store.read_json(store.summary_file)
-    optuna_url = optuna_url or f"sqlite:///{exp / 'optuna.sqlite3'}"
+    names = [f"{spec.name}.{name}" for name in studies]
+    ot_trials = (optuna_trials_by_study if optuna_trials_by_study is not None
+                 else optuna_trials(exp, names))
 
     selected = {}
     every = [t for s in studies.values() for t in s.trials]
@@ -60,23 +85,23 @@ def check_readers_agree(exp: Path, out: Path, optuna_url: Optional[str] = None) 
 
         # Optuna: one trial per search trial of the store (an orphan it proposed but Tune
         # never ran is FAIL and marked so), in the state of the trial's status
-        try:
-            ot = optuna.load_study(study_name=f"{spec.name}.{name}", storage=optuna_url)
-        except KeyError:                            # the study never started
+        ot = ot_trials.get(f"{spec.name}.{name}")
+        if ot is None:                              # the study never started
             assert not records.stage("search"), name
             continue
-        by_ray_id = {o.user_attrs.get("ray_trial_id"): o for o in ot.trials
-                     if o.user_attrs.get("ray_trial_id")}
+        by_ray_id = {o["user_attrs"].get("ray_trial_id"): o for o in ot
+                     if o["user_attrs"].get("ray_trial_id")}
         search = records.stage("search")
         for t in search:
             o = by_ray_id[t.trial_id]
-            assert o.state.name == OPTUNA_STATE[t.status], (name, t.trial_id, o.state, t.status)
-            epochs = o.user_attrs.get("epochs")
-            if o.state.name == "COMPLETE" and t.status == "finished":
+            assert o["state"] == OPTUNA_STATE[t.status], (name, t.trial_id, o["state"],
+                                                          t.status)
+            epochs = o["user_attrs"].get("epochs")
+            if o["state"] == "COMPLETE" and t.status == "finished":
                 assert epochs == t.epochs, (name, t.trial_id, epochs, t.epochs)
-            elif o.state.name == "PRUNED":      # Optuna froze what the scheduler saw
+            elif o["state"] == "PRUNED":            # Optuna froze what the scheduler saw
                 assert epochs <= t.epochs, (name, t.trial_id, epochs, t.epochs)
-        told = [o for o in ot.trials if o.state.name != "RUNNING"]
-        orphans = [o for o in told if o.user_attrs.get("orphaned")]
+        told = [o for o in ot if o["state"] != "RUNNING"]
+        orphans = [o for o in told if o["user_attrs"].get("orphaned")]
         assert len(told) - len(orphans) == sum(t.status != "unfinished" for t in search), name
     return selected

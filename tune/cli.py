@@ -12,6 +12,8 @@ from typing import Sequence
 from pu_mlc.argparse_tools import ArgumentParser
 from pu_mlc.cli import guarded, setup_logging
 
+from .store import dashboard_command
+
 log = logging.getLogger("tune")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPACE = REPO_ROOT / "search_spaces" / "demo.yaml"
@@ -65,6 +67,14 @@ def _search_and_report(spec, resume: bool, export: bool = True) -> int:
              f" + {spec.repeats} repeat(s)" if spec.repeats else "",
              spec.resources.num_workers)
     summary = run_search(spec, resume=resume)
+    missing = summary["trials"].get("missing_records", 0)
+    if missing:
+        # trials ran, but their records are not where this driver reads: no number printed
+        print(f"error: {missing} trial(s) of '{spec.name}' ran but left no record under "
+              f"storage_path = {spec.storage_path} on this node; their files were written "
+              f"where this node cannot see them (storage_path must be one shared storage for "
+              f"every node); nothing is reported", file=sys.stderr, flush=True)
+        return 1
     exported = export_experiment(spec.experiment_dir) if export else None
     report = None
     if export:
@@ -100,7 +110,7 @@ def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
              f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed"
              + (f", {counts['unfinished']} unfinished" if counts.get("unfinished") else ""),
              f"  TensorBoard:  tensorboard --logdir {exp / 'tensorboard'}",
-             f"  Optuna study: optuna-dashboard {spec.study_storage}"]
+             f"  Optuna study: {dashboard_command(spec.study_storage)}"]
     if exported:
         lines.append(f"  exports:      {exported['exports']}  (best_config.yaml + command.sh "
                      f"per task, all_trials.csv)")
@@ -113,9 +123,12 @@ def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
         lines.append(f"  disk:         {summary['size_on_disk_bytes'] / 2 ** 20:.0f} MiB "
                      f"(resume checkpoints released as trials end; best.pt kept for the top "
                      f"{spec.checkpoints.keep_top} trial(s) of each study)")
-    if summary.get("slot_utilisation") is not None:
-        lines.append(f"  trial slots:  {summary['slots']}, busy "
-                     f"{100 * summary['slot_utilisation']:.0f}% of the search's wall time")
+    if summary.get("worker_utilisation") is not None:
+        held = (f"held by trials {100 * summary['slot_utilisation']:.0f}% of the search's wall "
+                f"time, " if summary.get("slot_resource") else "")
+        lines.append(f"  trial slots:  {summary['slots']}, {held}trial workers running "
+                     f"{100 * summary['worker_utilisation']:.0f}% (computing "
+                     f"{100 * summary['busy_utilisation']:.0f}%)")
     lines += results_lines(spec, summary)
     print("\n".join(lines), flush=True)
 

@@ -26,9 +26,24 @@ The local instance
 - holds ``pu_mlc_trial_slot`` custom resources, one per trial that fits at once (or
   ``budget.max_concurrent_trials`` when smaller). Every trial's driver holds one, so the trials of
   all studies (each study drives its own Tuner) queue for the same slots in Ray's scheduler and
-  never wait inside Ray Train for workers. On a cluster you start yourself, give the head node
-  the same resource (``ray start --head --resources='{"pu_mlc_trial_slot": N}'``) for the same
-  guarantee; without it each study runs up to N trials and surplus trials wait for workers.
+  never wait inside Ray Train for workers.
+
+On a cluster the search joins (``ray job submit``, ``RAY_ADDRESS``) nothing has to be written into
+``ray start``:
+
+- the search first checks that ``storage_path`` is one storage on every node
+  (:func:`check_shared_storage`: a Ray task pinned to each node reads what the driver wrote there
+  and writes back), and refuses, naming the nodes, before anything else is written;
+- the study drivers (Ray tasks) and every trial's driver (a Tune trainable: it only waits on its
+  DDP workers) run on the search driver's own node (:func:`this_node`; trial drivers ask for a
+  sliver of the node's implicit ``node:<ip>`` resource), so the Optuna database is opened from
+  one machine and a trial driver never takes a worker node's CPU;
+- the trials' DDP workers go wherever Ray's scheduler finds room: a trial whose workers do not
+  fit yet waits in Ray's placement-group queue, behind the other studies' trials, and starts
+  when a trial ends or a node joins (``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` is raised to
+  30 minutes for that wait, through the job's runtime environment so it reaches every process);
+  ``pu_mlc_trial_slot`` resources, when a cluster has them, still cap the trials of all studies
+  together.
 """
 
 from __future__ import annotations
@@ -95,17 +110,43 @@ def trial_slots(spec: SearchSpec, available: Mapping[str, float]) -> int:
     return fit
 
 
+#: Variables of this process the search's Ray processes need on every node (trial drivers, Ray
+#: Train controllers, workers): ``ray.init(runtime_env=...)`` hands them to the whole job; a
+#: variable set only here never reaches the processes of a cluster started with ``ray start``
+#: (they inherit their raylet's environment).
+PROPAGATED_PREFIXES = ("PU_MLC_",)
+PROPAGATED = ("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+              "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+#: How long a trial's DDP workers may wait for the cluster's resources on a shared cluster: its
+#: placement group queues behind the other trials' in Ray's scheduler (an autoscaler may also be
+#: adding nodes). Longer than Ray's 60 s default, which fails a trial that merely waits its turn.
+CLUSTER_WORKER_START_TIMEOUT_S = "1800"
+
+
+def cluster_env() -> dict[str, str]:
+    """The environment every Ray process of the search gets (its runtime environment)."""
+    env = {k: v for k, v in os.environ.items()
+           if k in PROPAGATED or k.startswith(PROPAGATED_PREFIXES)}
+    env["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"      # one TensorBoard tree: the trials'
+    return env
+
+
 def init_ray(spec: SearchSpec) -> str:
     """Connect to the cluster in RAY_ADDRESS, or start a private local one; return a
-    description."""
+    description. Either way the settings of :func:`cluster_env` reach every process the search
+    starts, on every node."""
     import ray
 
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
     if ray.is_initialized():
         return "existing"
     if joins_existing_cluster():
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-        return f"cluster at {os.environ['RAY_ADDRESS']}"
+        os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S",
+                              CLUSTER_WORKER_START_TIMEOUT_S)
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True,
+                 runtime_env={"env_vars": cluster_env()})
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        return f"the cluster at {os.environ['RAY_ADDRESS']} ({len(nodes)} node(s))"
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
     cpus = local_cpus()
     temp_dir = _private_temp_dir()
     _ensure_private_token()
@@ -115,7 +156,7 @@ def init_ray(spec: SearchSpec) -> str:
     atexit.register(_shutdown_and_clean, temp_dir)
     ray.init(address="local", num_cpus=cpus, include_dashboard=True, log_to_driver=True,
              dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
-             resources={TRIAL_SLOT: slots})
+             resources={TRIAL_SLOT: slots}, runtime_env={"env_vars": cluster_env()})
     _keep_private(temp_dir)
     return (f"a private local Ray ({cpus} logical CPUs, {slots} trial slot(s), session files "
             f"in {temp_dir})")
@@ -339,3 +380,86 @@ def check_cluster_fits(spec: SearchSpec, available: Mapping[str, float]) -> int:
     if available.get(TRIAL_SLOT):
         return int(available[TRIAL_SLOT])
     return max(fit, 1)
+
+
+def this_node() -> dict[str, str]:
+    """The node this process runs on: ``{"node_id", "ip"}`` (the search's driver node)."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(),
+            "ip": ray.util.get_node_ip_address()}
+
+
+def pinned_to(node_id: str):
+    """A scheduling strategy that runs a task on ``node_id`` and nowhere else."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+
+
+def check_shared_storage(storage_path: Path, where: str, timeout_s: float = 600.0) -> list[str]:
+    """Refuse a ``storage_path`` that is not the same storage on every node of the cluster.
+
+    The driver writes a marker under ``storage_path``; a Ray task pinned to each alive node reads
+    it and writes a marker of its own, which the driver reads back. A node that cannot read the
+    driver's marker, or whose marker the driver cannot see, does not share the storage: every
+    trial run there would write its records, TensorBoard runs and checkpoints where nobody else
+    looks (Ray checks its own checkpoints only when the first one is reported, after an epoch of
+    GPU time). Nothing is left behind: the markers are removed, and ``storage_path`` itself when
+    the check created it. Returns the IPs of the nodes checked.
+    """
+    import secrets
+
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return [n.get("NodeManagerAddress", "?") for n in nodes]
+    created = not storage_path.exists()
+    token = secrets.token_hex(8)
+    probe = storage_path / f".pu_mlc_storage_check-{token}"
+    try:
+        probe.mkdir(parents=True)
+        (probe / "driver").write_text(token)
+
+        @ray.remote(num_cpus=0, max_retries=0)
+        def visit(folder: str, token: str, name: str) -> bool:
+            from pathlib import Path as _Path
+
+            here = _Path(folder)
+            try:
+                seen = (here / "driver").read_text() == token
+                (here / name).write_text(token)
+            except OSError:
+                return False
+            return seen
+
+        refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})":
+                visit.options(scheduling_strategy=pinned_to(n["NodeID"]),
+                              name="pu_mlc:storage-check").remote(str(probe), token,
+                                                                  f"node-{n['NodeID']}")
+                for n in nodes}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        bad = []
+        for (node, ref), n in zip(refs.items(), nodes):
+            answered = ref in ready and ray.get(ref)
+            back = probe / f"node-{n['NodeID']}"
+            if not (answered and back.exists() and back.read_text() == token):
+                bad.append(node)
+    finally:
+        import shutil
+
+        shutil.rmtree(probe, ignore_errors=True)
+        if created:
+            try:
+                storage_path.rmdir()                # only if still empty
+            except OSError:
+                pass
+    if bad:
+        raise ConfigError(
+            f"{where}: storage_path = {storage_path} is not one storage for the whole Ray "
+            f"cluster: {len(bad)} of {len(nodes)} node(s) do not see what is written there "
+            f"({', '.join(bad)}); every node writes the trials' records and checkpoints there, so "
+            f"mount one shared file system (NFS) at {storage_path} on every node, or point "
+            f"storage_path at a folder that is shared")
+    return [n["NodeManagerAddress"] for n in nodes]

@@ -40,7 +40,8 @@ from pu_mlc.config import read_yaml_file
 from pu_mlc.errors import ConfigError
 
 from .space import SearchSpec, Study
-from .store import STATUSES, ExperimentStore, StudyRecords, read_experiment
+from .store import (JOURNAL_SCHEME, STATUSES, ExperimentStore, StudyRecords,
+                    read_experiment)
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +67,40 @@ def _comparable(raw: dict) -> dict:
     return json.loads(json.dumps(raw, default=str))
 
 
-def resolve_storage(spec: SearchSpec) -> SearchSpec:
-    """The spec with ``storage_path`` as a local folder: a ``file://`` URI is turned into its
-    path (and the default Optuna SQLite file follows it); any other URI is refused, naming the
-    key, before Ray starts."""
+def resolve_storage(spec: SearchSpec, on_cluster: Optional[bool] = None) -> SearchSpec:
+    """The spec with ``storage_path`` as a local folder and its study database settled, before
+    Ray starts: a ``file://`` URI is turned into its path; any other URI is refused, naming the
+    key. Without ``study_storage`` the Optuna studies go to a SQLite file in the experiment on
+    one machine, and on a cluster (``on_cluster``, default: RAY_ADDRESS set) to Optuna's journal
+    file there (:data:`tune.store.JOURNAL_SCHEME`: made for a shared file system, where SQLite's
+    locking is unreliable); an experiment that already has one keeps it."""
+    from .cluster import joins_existing_cluster
+
     text = str(spec.raw.get("storage_path", ""))
-    if "://" not in text:
-        return spec
-    parsed = urllib.parse.urlparse(text)
-    where = f"{spec.source}: storage_path = {text!r}"
-    if parsed.scheme.lower() != "file":
-        raise ConfigError(
-            f"{where}: only a local folder or a file:// URI is supported (the trials' files, "
-            f"TensorBoard runs, exports and the Optuna SQLite study are written as local "
-            f"files); on a multi-node cluster mount shared storage (NFS, a mounted bucket) at "
-            f"the same path on every node and give that path")
-    if parsed.netloc not in ("", "localhost"):
-        raise ConfigError(f"{where}: a file:// URI names a local path (file:///abs/path); "
-                          f"host {parsed.netloc!r} is not supported")
-    local = Path(urllib.parse.unquote(parsed.path))
-    if not local.is_absolute():
-        raise ConfigError(f"{where}: the path of a file:// URI must be absolute")
-    study = spec.raw.get("study_storage") or f"sqlite:///{local / spec.name / 'optuna.sqlite3'}"
+    local = spec.storage_path
+    if "://" in text:
+        parsed = urllib.parse.urlparse(text)
+        where = f"{spec.source}: storage_path = {text!r}"
+        if parsed.scheme.lower() != "file":
+            raise ConfigError(
+                f"{where}: only a local folder or a file:// URI is supported (the trials' files, "
+                f"TensorBoard runs, exports and reports are written as files); on a multi-node "
+                f"cluster mount shared storage (NFS, a mounted bucket) at the same path on every "
+                f"node and give that path")
+        if parsed.netloc not in ("", "localhost"):
+            raise ConfigError(f"{where}: a file:// URI names a local path (file:///abs/path); "
+                              f"host {parsed.netloc!r} is not supported")
+        local = Path(urllib.parse.unquote(parsed.path))
+        if not local.is_absolute():
+            raise ConfigError(f"{where}: the path of a file:// URI must be absolute")
+    study = spec.raw.get("study_storage")
+    if not study:
+        store = ExperimentStore(local / spec.name)
+        cluster = joins_existing_cluster() if on_cluster is None else on_cluster
+        if store.optuna_file.exists() or (not store.journal_file.exists() and not cluster):
+            study = f"sqlite:///{store.optuna_file}"
+        else:
+            study = f"{JOURNAL_SCHEME}://{store.journal_file}"
     return dataclasses.replace(spec, storage_path=local, study_storage=study)
 
 
@@ -97,6 +110,7 @@ def run_search(spec: SearchSpec, resume: bool = False) -> dict:
 
     from .cluster import TRIAL_SLOT, check_cluster_fits
 
+    from .cluster import check_shared_storage, this_node
     from .hparams import write_hparams_experiment
     from .study import open_study_storage
 
@@ -105,19 +119,24 @@ def run_search(spec: SearchSpec, resume: bool = False) -> dict:
     available = ray.cluster_resources()
     slots = check_cluster_fits(spec, available)         # before anything is written
     check_experiment_dir(spec, resume)
+    nodes = check_shared_storage(spec.storage_path, spec.source)
     store.root.mkdir(parents=True, exist_ok=True)
     store.write_text(store.search_space_file,
                      yaml.safe_dump(_comparable(spec.raw), sort_keys=False))
     write_hparams_experiment(store, spec)       # TensorBoard's HParams columns, every study's
     open_study_storage(spec.study_storage)      # creates the schema once, before the studies
-    clock = LegClock(store.legs_file, resumed=resume)
+    driver = this_node()
+    clock = LegClock(store.legs_file, resumed=resume,
+                     cluster={"driver": driver, "nodes": nodes})
     try:
-        runner = StudyRunner(spec, resume, slots, use_slot_resource=TRIAL_SLOT in available)
+        runner = StudyRunner(spec, resume, slots, use_slot_resource=TRIAL_SLOT in available,
+                             driver_node=driver)
         runner.run()
     finally:
         legs = clock.stop()
     summary = build_summary(spec, read_experiment(store, spec), legs, slots,
-                            size_bytes=store.size_on_disk())
+                            size_bytes=store.size_on_disk(), stages=runner.records,
+                            slot_resource=TRIAL_SLOT in available)
     store.write_json(store.summary_file, summary)
     return summary
 
@@ -128,12 +147,16 @@ class StudyRunner:
     with ``ray.wait``. Which trial runs next is Ray's business (trial slots), not this class's."""
 
     def __init__(self, spec: SearchSpec, resume: bool, slots: int,
-                 use_slot_resource: bool) -> None:
+                 use_slot_resource: bool, driver_node: Optional[dict] = None) -> None:
         self.spec = spec
         self.resume = resume
         self.slots = slots
         self.use_slot_resource = use_slot_resource
+        #: the search driver's node: every study driver (and every trial driver) runs there
+        self.driver_node = driver_node
         self.store = ExperimentStore(spec.experiment_dir)
+        #: every finished stage's record (its done marker), by (study, stage)
+        self.records: dict[tuple[str, str], dict] = {}
         #: per study whose search finished: its selected trial's params (None: none selectable)
         self.selected: dict[str, Optional[dict]] = {}
 
@@ -142,6 +165,10 @@ class StudyRunner:
 
         from .study import drive_repeats, drive_search
 
+        from .cluster import pinned_to
+
+        pin = ({"scheduling_strategy": pinned_to(self.driver_node["node_id"])}
+               if self.driver_node else {})
         search_task = ray.remote(num_cpus=0, max_retries=0)(drive_search)
         repeats_task = ray.remote(num_cpus=0, max_retries=0)(drive_repeats)
         pending = list(self.spec.studies)
@@ -158,9 +185,9 @@ class StudyRunner:
                 if points:
                     log.info("study %s: warm start from %d config(s) of its nearest finished "
                              "label proportion(s)", study.name, len(points))
-                ref = search_task.options(name=f"study:{study.name}").remote(
+                ref = search_task.options(name=f"study:{study.name}", **pin).remote(
                     self.spec, study, self.resume, points, self.slots,
-                    self.use_slot_resource)
+                    self.use_slot_resource, self.driver_node)
                 running[ref] = (study, "search")
                 active.add(study.name)
                 pending.remove(study)
@@ -169,15 +196,16 @@ class StudyRunner:
             ready, _ = ray.wait(list(running), num_returns=1)
             study, stage = running.pop(ready[0])
             record = ray.get(ready[0])
+            self.records[(study.name, stage)] = record
             if stage == "search":
                 log.info("study %s: search finished (%d trials)", study.name,
                          record.get("trials", 0))
                 best = self.store.read_study(study.name).selected
                 self.selected[study.name] = dict(best.params) if best is not None else None
                 if self.spec.repeats and best is not None:
-                    ref = repeats_task.options(name=f"repeats:{study.name}").remote(
+                    ref = repeats_task.options(name=f"repeats:{study.name}", **pin).remote(
                         self.spec, study, best.params, self.resume, self.slots,
-                        self.use_slot_resource)
+                        self.use_slot_resource, self.driver_node)
                     running[ref] = (study, "repeats")
                 elif self.spec.repeats:
                     log.warning("study %s: no trial finished, so no repeats", study.name)
@@ -222,7 +250,9 @@ class StudyRunner:
 
 
 def build_summary(spec: SearchSpec, studies: dict[str, StudyRecords], legs: list[dict],
-                  slots: int, size_bytes: Optional[int] = None) -> dict:
+                  slots: int, size_bytes: Optional[int] = None,
+                  stages: Optional[dict[tuple[str, str], dict]] = None,
+                  slot_resource: bool = True) -> dict:
     """``summary.json``: per task each method's result and the paired differences; per study
     its trials (the store's records) and counts; totals, wall time over all legs, how busy the
     trial slots were, and the experiment's size on disk."""
@@ -242,13 +272,33 @@ def build_summary(spec: SearchSpec, studies: dict[str, StudyRecords], legs: list
             "trials": [t.summary() for t in trials]}
     every = [t for r in studies.values() for t in r.trials]
     totals = {"trials": len(every), **{s: sum(t.status == s for t in every) for s in STATUSES}}
+    # trials Ray Tune ran that left no record where the driver reads (a node that did not share
+    # storage_path): their numbers cannot be backed by files, the search says so and fails
+    ran = {key: (record or {}).get("tune_trials") for key, record in (stages or {}).items()}
+    totals["missing_records"] = sum(
+        max(0, n - len((studies.get(study) or StudyRecords(study, [], False, False))
+                       .stage(stage)))
+        for (study, stage), n in ran.items() if n is not None)
+    busy = sum(t.busy_seconds for t in every)
+    held = sum(t.worker_seconds for t in every)
     wall = sum(leg["seconds"] for leg in legs)
     trial_seconds = sum(t.wall_seconds or 0.0 for t in every)
     return {"experiment": str(spec.experiment_dir),
             "wall_seconds": wall, "legs": legs, "trials": totals,
             "slots": slots, "trial_seconds": trial_seconds,
             # meaningful for a search run in one leg (a resumed leg re-reads finished trials)
+            # trials' time in Ray Tune over the slots' time: with trial-slot resources (a
+            # one-machine search) a trial holds its slot from its start to its end
             "slot_utilisation": (trial_seconds / (slots * wall)) if slots and wall else None,
+            "slot_resource": slot_resource,
+            # the share of the slots' time the trials' DDP workers held their resources (their
+            # worker function running), Ray's queueing and start-up excluded: on a cluster
+            # without trial-slot resources a trial waits for its workers inside Tune's time
+            "worker_seconds": held,
+            "worker_utilisation": (held / (slots * wall)) if slots and wall else None,
+            # ... and the part of it they computed (data and model set-up, epochs, checkpoints)
+            "busy_seconds": busy,
+            "busy_utilisation": (busy / (slots * wall)) if slots and wall else None,
             "size_on_disk_bytes": size_bytes,
             "reference_method": reference_method(spec), "repeats": spec.repeats,
             "tasks": compare_methods(spec, studies), "studies": out_studies}
@@ -259,7 +309,8 @@ class LegClock:
     earlier legs: updated every few seconds, so a leg that is killed still counts (up to the
     last update) when ``--resume`` adds the next one."""
 
-    def __init__(self, path: Path, resumed: bool, every_s: float = 5.0) -> None:
+    def __init__(self, path: Path, resumed: bool, every_s: float = 5.0,
+                 cluster: Optional[dict] = None) -> None:
         self.path = path
         self.t0 = time.monotonic()
         try:
@@ -267,7 +318,8 @@ class LegClock:
         except (FileNotFoundError, json.JSONDecodeError):
             self.legs = []
         self.legs.append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
-                          "resumed": resumed, "seconds": 0.0, "completed": False})
+                          "resumed": resumed, "seconds": 0.0, "completed": False,
+                          **({"cluster": cluster} if cluster else {})})
         self._stop = threading.Event()
         self._write()
         self._thread = threading.Thread(target=self._beat, args=(every_s,), daemon=True,

@@ -12,7 +12,8 @@ laptop, a test) needs neither, and the search's Ray processes stay light.
 Layout of an experiment folder::
 
     search_space.yaml          the resolved space (checked on --resume)
-    optuna.sqlite3             the Optuna studies, unless study_storage names another database
+    optuna.sqlite3             the Optuna studies of a one-machine search (optuna.journal, Optuna's
+                               journal file, on a cluster), unless study_storage names a database
     legs.json                  wall time of every run of the search (the first, each --resume)
     summary.json               the search's summary (per task, per study, totals, disk)
     tune/<study>/              Ray Tune's state of a study's search stage (Tuner.restore)
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 STAGES = ("search", "repeats")
 DONE_MARKER = ".pu_mlc_done"
 TRIAL_FILE = "trial.json"
+#: ``study_storage: journal:///abs/path/file``: Optuna's journal file storage (JournalFileBackend),
+#: made for a file system several machines share, where SQLite's locks are unreliable.
+JOURNAL_SCHEME = "journal"
 #: Ray Train's checkpoint folders of a trial: ``checkpoint_epoch_NNNN`` (``tune.trial``).
 CHECKPOINT_PREFIX = "checkpoint_epoch_"
 #: The parameter of a repeat trial: its number r (1..R) sets ``seed`` = the study's seed + r and
@@ -126,6 +130,15 @@ class TrialRecord:
     per_class_ap: dict[str, float] = field(default_factory=dict)
     classes_without_positives: list[str] = field(default_factory=list)
     has_weights: bool = False                # best.pt is on disk
+    busy_seconds: float = 0.0                # its workers computing: setup, epochs, checkpoints
+
+    @property
+    def worker_seconds(self) -> float:
+        """How long the trial's DDP workers (its last attempt) held their resources: from the
+        worker function's start to its end, Ray's queueing and start-up excluded."""
+        rank0 = next((w for w in self.nodes.get("workers", []) if w.get("rank") == 0), {})
+        started, ended = _number(rank0.get("started")), _number(rank0.get("ended"))
+        return max(0.0, ended - started) if started is not None and ended is not None else 0.0
 
     @property
     def ended(self) -> bool:
@@ -251,6 +264,11 @@ class ExperimentStore:
         return self.root / "optuna.sqlite3"
 
     @property
+    def journal_file(self) -> Path:
+        """Optuna's journal (the study database of a search on a cluster, by default)."""
+        return self.root / "optuna.journal"
+
+    @property
     def legs_file(self) -> Path:
         return self.root / "legs.json"
 
@@ -367,11 +385,12 @@ class ExperimentStore:
             return                      # never started: nothing to note on
         self.write_json(path, {**(current or {}), **values})
 
-    def note_worker(self, study: str, trial_id: str, *, rank: int, **node: Any) -> None:
-        """Record where a trial's DDP worker of ``rank`` runs (each rank its own small file, so
-        workers on different hosts never write the same file)."""
+    def note_worker(self, study: str, trial_id: str, *, rank: int, **fields: Any) -> None:
+        """Record where a trial's DDP worker of ``rank`` runs, when it started and ended (each
+        rank its own small file, so workers on different hosts never write the same file; the
+        last attempt's record stays)."""
         self.write_json(self.trial_dir(study, trial_id) / "workers" / f"rank{rank}.json",
-                        {"rank": rank, "time": time.time(), **node})
+                        {"rank": rank, **fields})
 
     def settle_trial(self, study: str, trial_id: str, status: str, reason: Optional[str], *,
                      epoch: Optional[int] = None,
@@ -444,7 +463,8 @@ class ExperimentStore:
             per_class_ap={str(k): float(v) for k, v in (summary.get("per_class_ap") or {})
                           .items() if _number(v) is not None},
             classes_without_positives=list(summary.get("classes_without_positives") or []),
-            has_weights=(folder / "checkpoints" / "best.pt").exists())
+            has_weights=(folder / "checkpoints" / "best.pt").exists(),
+            busy_seconds=_busy_seconds(metrics))
 
     def _workers(self, folder: Path) -> list[dict]:
         """The last recorded placement of each DDP rank of a trial."""
@@ -503,6 +523,13 @@ class ExperimentStore:
     def size_on_disk(self) -> int:
         """Bytes the experiment takes on disk (hard links counted once)."""
         return disk_usage(self.root)
+
+
+def dashboard_command(study_storage: str) -> str:
+    """The optuna-dashboard command line for a search's ``study_storage``."""
+    if study_storage.startswith(f"{JOURNAL_SCHEME}://"):
+        return f"optuna-dashboard {study_storage[len(JOURNAL_SCHEME) + 3:]}"
+    return f"optuna-dashboard {study_storage}"
 
 
 def open_experiment(experiment_dir: str | Path):
@@ -575,6 +602,19 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     except (OSError, ConfigError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _busy_seconds(metrics: Optional[dict]) -> float:
+    """Seconds a trial's workers computed (the engine's own timing): data and model set-up,
+    then every epoch's training, evaluation and checkpoint."""
+    if not metrics:
+        return 0.0
+    timing = metrics.get("timing") or {}
+    setup = sum(_number(timing.get(k)) or 0.0 for k in ("setup_seconds", "build_seconds"))
+    return setup + sum((_number(h.get("train_seconds")) or 0.0)
+                       + (_number(h.get("eval_seconds")) or 0.0)
+                       + (_number(h.get("checkpoint_seconds")) or 0.0)
+                       for h in metrics.get("history") or [])
 
 
 def _implicit_method(config: dict[str, Any]) -> str:

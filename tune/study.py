@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from ray.tune import Callback
@@ -29,7 +30,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from .cluster import TRIAL_SLOT
 from .space import SearchSpec, Study
-from .store import ENDED, FAILED, REPEAT_KEY, STOPPED, ExperimentStore, trial_status
+from .store import (ENDED, FAILED, JOURNAL_SCHEME, REPEAT_KEY, STOPPED, ExperimentStore,
+                    trial_status)
 from .trial import WORST_SCORE, first_line, run_trial
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,19 @@ METRIC = "best_score"
 
 
 def open_study_storage(url: str):
-    """Optuna's RDB storage for ``url``. Several studies write to it at once from their own
-    processes: with SQLite, wait for the file lock (up to a minute) instead of failing at once.
-    The driver opens it once before any study starts, so the schema is created by one
-    process (concurrent first opens race on it)."""
+    """Optuna's storage for ``study_storage``: a journal file (``journal:///path``, Optuna's
+    ``JournalFileBackend``), or an RDB URL (SQLite, PostgreSQL, MySQL). Several studies write to
+    it at once from their own processes: with SQLite, wait for the file lock (up to a minute)
+    instead of failing at once. The driver opens it once before any study starts, so the schema
+    is created by one process (concurrent first opens race on it)."""
     import optuna
 
+    if url.startswith(f"{JOURNAL_SCHEME}://"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url[len(JOURNAL_SCHEME) + 3:])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
@@ -53,7 +62,8 @@ def study_name_in_optuna(spec: SearchSpec, study: Study) -> str:
 
 
 def drive_search(spec: SearchSpec, study: Study, resume: bool, warm_points: list[dict],
-                 slots: int, use_slot_resource: bool) -> dict:
+                 slots: int, use_slot_resource: bool, driver_node: Optional[dict] = None
+                 ) -> dict:
     """Run (or resume) the search stage of ``study``; return its stage record."""
     from ray import tune
 
@@ -69,13 +79,14 @@ def drive_search(spec: SearchSpec, study: Study, resume: bool, warm_points: list
             tune_config=_search_tune_config(spec, study, points, slots),
             run_config=_run_config(spec, study, "search"))
 
-    return _run_stage(spec, study, "search", resume, use_slot_resource, new_tuner,
-                      lambda: {"warm_start": warm_points,
-                               "optuna": settle_optuna_study(spec, study)})
+    return _run_stage(spec, study, "search", resume, use_slot_resource, driver_node,
+                      new_tuner, lambda: {"warm_start": warm_points,
+                                          "optuna": settle_optuna_study(spec, study)})
 
 
 def drive_repeats(spec: SearchSpec, study: Study, best_params: dict, resume: bool,
-                  slots: int, use_slot_resource: bool) -> dict:
+                  slots: int, use_slot_resource: bool, driver_node: Optional[dict] = None
+                  ) -> dict:
     """Run (or resume) the repeats of ``study``'s selected config; return its stage record."""
     from ray import tune
 
@@ -91,12 +102,13 @@ def drive_repeats(spec: SearchSpec, study: Study, best_params: dict, resume: boo
                 trial_dirname_creator=lambda t: f"{study.name}_{t.trial_id}"),
             run_config=_run_config(spec, study, "repeats"))
 
-    return _run_stage(spec, study, "repeats", resume, use_slot_resource, new_tuner,
-                      lambda: {"params": best_params})
+    return _run_stage(spec, study, "repeats", resume, use_slot_resource, driver_node,
+                      new_tuner, lambda: {"params": best_params})
 
 
 def _run_stage(spec: SearchSpec, study: Study, stage: str, resume: bool,
-               use_slot_resource: bool, new_tuner, extras) -> dict:
+               use_slot_resource: bool, driver_node: Optional[dict], new_tuner,
+               extras) -> dict:
     """One stage of a study, resumable: a finished stage is read back from its done marker, an
     interrupted one is restored by Tune (its finished trials are not run again), otherwise
     ``new_tuner(trainable)`` starts it. Every trial is then settled in the store, the weights
@@ -109,7 +121,7 @@ def _run_stage(spec: SearchSpec, study: Study, stage: str, resume: bool,
     path = store.stage_dir(stage, study.name)
     if resume and store.stage_done(stage, study.name):
         return store.stage_record(stage, study.name) or {}
-    trainable = _trainable(spec, study, stage, use_slot_resource)
+    trainable = _trainable(spec, study, stage, use_slot_resource, driver_node)
     t0 = time.time()
     if resume and tune.Tuner.can_restore(str(path)):
         log.info("study %s: restoring its interrupted %s from %s", study.name, stage, path)
@@ -120,6 +132,8 @@ def _run_stage(spec: SearchSpec, study: Study, stage: str, resume: bool,
     grid = tuner.fit()
     settle_stage(store, study, grid)
     record = stage_record(store, study, stage, time.time() - t0)
+    record["tune_trials"] = len(grid)          # what Tune ran: the store must hold each
+    record["driver"] = _where()
     keep = spec.checkpoints
     record["weights_removed"] = store.prune_weights(study.name, stage, keep.keep_top,
                                                     keep.keep_repeats)
@@ -150,11 +164,23 @@ def _quiet_worker_logging() -> None:
     setup_logging()
 
 
-def _trainable(spec: SearchSpec, study: Study, stage: str, use_slot_resource: bool):
+def _where() -> dict[str, Any]:
+    """The node this study driver runs on."""
+    import os
+
+    import ray
+
+    return {"node_ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
+
+
+def _trainable(spec: SearchSpec, study: Study, stage: str, use_slot_resource: bool,
+               driver_node: Optional[dict] = None):
     """The study's Tune trainable: :func:`run_trial` bound to this study, under a name of its
     own. Not ``tune.with_parameters``: it keys the bound values (and Tune keys the trainable)
     by the function's name in a registry shared by the whole Ray job, so studies driven at the
-    same time would run each other's configs."""
+    same time would run each other's configs. With ``driver_node`` every trial's driver runs on
+    the search driver's node (a sliver of its implicit ``node:<ip>`` resource): it only waits on
+    its DDP workers, and never takes a worker node's CPU away from them."""
     from ray import tune
 
     store = ExperimentStore(spec.experiment_dir)
@@ -168,6 +194,8 @@ def _trainable(spec: SearchSpec, study: Study, stage: str, use_slot_resource: bo
     request: dict[str, float] = {"CPU": resources.driver_cpus}
     if use_slot_resource:
         request[TRIAL_SLOT] = 1
+    if driver_node:
+        request[f"node:{driver_node['ip']}"] = 0.001
     return tune.with_resources(study_trial, request)
 
 
@@ -242,8 +270,6 @@ def settle_trial(store: ExperimentStore, study: str, trial_id: str,
 
 
 def _trial_id_from_path(study: Study, path) -> Optional[str]:
-    from pathlib import Path
-
     name = Path(path).name if path else ""
     prefix = f"{study.name}_"
     return name[len(prefix):] if name.startswith(prefix) else None
@@ -321,15 +347,25 @@ def cluster_usage() -> dict[str, Any]:
                             filters=[("state", "=", "ALIVE")], limit=10_000)
         out["actors_alive"] = len(alive)
         out["actors_alive_by_class"] = {}
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        by_node: dict[str, dict[str, int]] = {}
         for actor in alive:
             name = (getattr(actor, "class_name", None) or "?").rsplit(".", 1)[-1]
             out["actors_alive_by_class"][name] = out["actors_alive_by_class"].get(name, 0) + 1
+            node = by_node.setdefault(ips.get(getattr(actor, "node_id", None), "?"), {})
+            node[name] = node.get(name, 0) + 1
+        # where the trials' drivers (ImplicitFunc), controllers and DDP workers run, node by node
+        out["actors_by_node"] = by_node
     except Exception as err:          # no dashboard (State API) on this cluster
         out["actors_alive"] = None
         out["actors_error"] = str(err)[:200]
     free = ray.available_resources()
     out["cpus_free"] = free.get("CPU", 0.0)
     out["trial_slots_free"] = free.get(TRIAL_SLOT)
+    out["nodes"] = [{"ip": n["NodeManagerAddress"], "alive": bool(n.get("Alive")),
+                     "cpus": (n.get("Resources") or {}).get("CPU", 0.0),
+                     "gpus": (n.get("Resources") or {}).get("GPU", 0.0)} for n in ray.nodes()]
+    out["study_driver_ip"] = ray.util.get_node_ip_address()
     rss, count = 0, 0
     for proc in _this_nodes_workers(psutil):
         try:

@@ -7,7 +7,9 @@
 (gloo on CPU, NCCL on GPU). Metrics flow back worker -> Ray Train -> ``TuneReportCallback`` ->
 Tune (ASHA, Optuna). The Train run's name is derived from the Tune trial id only, so a restored
 search finds the trial's checkpoint and continues it mid-run; a DDP worker that dies (up to
-``resources.max_failures`` times) makes Ray Train restart the worker group from that checkpoint.
+``resources.max_failures`` times) makes the driver start the Train run again, and it continues
+from that checkpoint; a trial whose node left the cluster (a machine lost) continues on another
+node the same way without spending those retries (:func:`lost_nodes`).
 
 The resume state (``last.pt``: model, EMA, optimizer, schedule) is Ray Train's checkpoint and
 nothing else: rank 0 writes it into a local scratch folder each epoch and reports it with
@@ -29,6 +31,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -86,8 +89,8 @@ def train_worker(loop_config: dict) -> None:
     cfg: TrainConfig = loop_config["train_config"]          # pickled by Ray as it is
     store: ExperimentStore = loop_config["store"]
     study, trial_id = loop_config["study"], loop_config["trial_id"]
-    if rank == 0:
-        store.note_worker(study, trial_id, rank=rank, **node_record())
+    where = {**node_record(), "started": time.time()}
+    store.note_worker(study, trial_id, rank=rank, **where)
     scratch = _scratch_dir(store.train_run_name(study, trial_id), rank)
     checkpoint = ray.train.get_checkpoint()
 
@@ -119,6 +122,7 @@ def train_worker(loop_config: dict) -> None:
         log.warning("training diverged: %s", err.reason)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        store.note_worker(study, trial_id, rank=rank, **where, ended=time.time())
 
 
 def _fit(fit, cfg: TrainConfig, reporter, scratch: Path, resume_file: Optional[Path],
@@ -189,32 +193,84 @@ def run_trial(params: dict, *, study: Study, store: ExperimentStore, stage: str,
     per_worker = {"CPU": resources.cpus_per_worker}
     if resources.use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"train_config": cfg, "hparams": hparams, "store": store,
-                           "study": study.name, "trial_id": trial_id},
-        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=resources.num_workers,
-                                               use_gpu=resources.use_gpu,
-                                               resources_per_worker=per_worker),
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=str(store.ray_train_dir),
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.train.FailureConfig(max_failures=resources.max_failures)),
-    )
-    try:
-        trainer.fit()
-    except Exception as err:
-        store.settle_trial(study.name, trial_id, "failed", first_line(err),
-                           overwrite=("running", "stopped", "interrupted", None))
-        store.release_checkpoints(study.name, trial_id)
-        raise
+    loop_config = {"train_config": cfg, "hparams": hparams, "store": store,
+                   "study": study.name, "trial_id": trial_id}
+
+    def train_run() -> "TorchTrainer":
+        # Ray Train retries nothing itself (max_failures 0): each attempt below is a new run
+        # of the same name, which continues from the run's last checkpoint (Ray Train's own
+        # restore), and this driver decides whether the failure is the trial's or a lost node's
+        return TorchTrainer(
+            train_worker, train_loop_config=loop_config,
+            torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(num_workers=resources.num_workers,
+                                                   use_gpu=resources.use_gpu,
+                                                   resources_per_worker=per_worker),
+            run_config=ray.train.RunConfig(
+                name=run_name, storage_path=str(store.ray_train_dir),
+                callbacks=[TuneReportCallback()],
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+                failure_config=ray.train.FailureConfig(max_failures=0)))
+
+    faults, lost = 0, 0
+    while True:
+        try:
+            train_run().fit()
+            break
+        except Exception as err:
+            gone = lost_nodes(store, study.name, trial_id, err)
+            if gone and lost < MAX_NODE_LOSSES:
+                lost += 1
+                store.note_trial(study.name, trial_id, node_losses=lost, lost_nodes=gone)
+                log.warning("trial %s: its node(s) %s left the cluster; it continues from its "
+                            "last checkpoint elsewhere (node loss %d of %d allowed, none of its "
+                            "%d retries used)", trial_id, ", ".join(gone), lost,
+                            MAX_NODE_LOSSES, resources.max_failures)
+                continue
+            if faults < resources.max_failures:
+                faults += 1
+                store.note_trial(study.name, trial_id, retries=faults)
+                log.warning("trial %s failed (%s); retry %d of %d from its last checkpoint",
+                            trial_id, first_line(err), faults, resources.max_failures)
+                continue
+            store.settle_trial(study.name, trial_id, "failed", first_line(err),
+                               overwrite=("running", "stopped", "interrupted", None))
+            store.release_checkpoints(study.name, trial_id)
+            raise
     store.release_checkpoints(study.name, trial_id)          # ended: never resumed
     recorded = store.read_trial(study.name, trial_id)
     if recorded.status == DIVERGED:
         _report_recorded(recorded)
+
+
+#: Lost nodes a trial survives (each continues it from its checkpoint on another node) without
+#: spending the retries its own faults have (``resources.max_failures``).
+MAX_NODE_LOSSES = 3
+#: What Ray says of an actor whose node died (``ray.exceptions.ActorDiedError``).
+_NODE_DIED = ("node has died", "node died", "NodeDiedError", "raylet died")
+
+
+def lost_nodes(store: ExperimentStore, study: str, trial_id: str,
+               error: BaseException) -> list[str]:
+    """The nodes the trial's workers ran on that are no longer alive (its failure was the loss
+    of a machine, not its own fault). Ray marks a node dead after its health checks fail (about
+    15 s), usually before it reports the actors on it as dead; when the error already says a
+    node died, wait for the cluster to agree."""
+    import time
+
+    import ray
+
+    workers = {w.get("node_ip") for w in store.read_trial(study, trial_id).nodes["workers"]}
+    workers.discard(None)
+    if not workers:
+        return []
+    deadline = time.monotonic() + (60.0 if any(p in str(error) for p in _NODE_DIED) else 0.0)
+    while True:
+        alive = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+        gone = sorted(workers - alive)
+        if gone or time.monotonic() >= deadline:
+            return gone
+        time.sleep(2.0)
 
 
 def _report_recorded(trial) -> None:
