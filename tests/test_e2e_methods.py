@@ -217,8 +217,10 @@ def test_no_placement_group_or_actor_outlives_its_trial(methods_search):
           f"{max(r['placement_groups_created'] for r in records)}, pending max "
           f"{max(r['placement_groups_pending'] for r in records)}; actors alive max "
           f"{max(r['actors_alive'] for r in records)}")
-    # no Ray process left behind trial after trial ...
-    assert max(processes[-4:]) <= max(processes[:4]), processes
+    # no Ray process left behind trial after trial (a trend, like the memory: one sample
+    # catches the next trial's workers starting while the last one's exit) ...
+    leak = statistics.linear_regression(range(len(processes)), processes).slope
+    assert leak <= 0.3, (leak, processes)                  # a leaked worker per trial is 1
     # ... and no memory growth with the trials run. One sample is noisy (a finished trial's
     # ~1 GB of processes may still be exiting when the next starts), the trend over all 16 is
     # not: measured -26 and +41 MiB per trial; a leaked Ray worker process is >= ~120 MiB, and

@@ -133,8 +133,10 @@ def cluster_env() -> dict[str, str]:
 
 def init_ray(spec: SearchSpec) -> str:
     """Connect to the cluster in RAY_ADDRESS, or start a private local one; return a
-    description. Either way the settings of :func:`cluster_env` reach every process the search
-    starts, on every node."""
+    description. On a cluster the settings of :func:`cluster_env` reach every process the search
+    starts, on every node, as the job's runtime environment; the private local Ray's processes
+    inherit this process's environment from the raylet it starts (a runtime environment there
+    would only keep Ray from reusing its idle workers)."""
     import ray
 
     if ray.is_initialized():
@@ -156,7 +158,7 @@ def init_ray(spec: SearchSpec) -> str:
     atexit.register(_shutdown_and_clean, temp_dir)
     ray.init(address="local", num_cpus=cpus, include_dashboard=True, log_to_driver=True,
              dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
-             resources={TRIAL_SLOT: slots}, runtime_env={"env_vars": cluster_env()})
+             resources={TRIAL_SLOT: slots})
     _keep_private(temp_dir)
     return (f"a private local Ray ({cpus} logical CPUs, {slots} trial slot(s), session files "
             f"in {temp_dir})")

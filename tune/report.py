@@ -439,7 +439,11 @@ def render_markdown(results: dict, figures: list[dict]) -> str:
               "Hours are reserved resources x trial wall time (Ray Tune's time_total_s), not "
               "measured utilisation." + (
                   f" The search itself took {c['wall_seconds'] / 3600:.3f} h of wall time over "
-                  f"{c['legs']} run(s)." if c["wall_seconds"] is not None else ""), ""]
+                  f"{c['legs']} run(s)." if c["wall_seconds"] is not None else ""), "",
+              f"On disk: {c['size_on_disk_bytes'] / 2 ** 20:.1f} MiB for the experiment when "
+              f"this report was made (hard links counted once): every trial's records, the selected "
+              f"weights of the top trials of each study; resume checkpoints are deleted when "
+              f"their trial ends.", ""]
 
     lines += ["## Studies", "", "| study | state | search trials | repeat trials | selected |",
               "|---|---|---|---|---|"]

@@ -117,18 +117,20 @@ class Distribution:
     def endpoints(self) -> list[Any]:
         return list(self.values) if self.type == "choice" else [self.low, self.high]
 
-    def to_tune(self):
-        from ray import tune
+    def to_optuna(self):
+        """The Optuna distribution the study's sampler draws from (``int`` bounds inclusive, as
+        here): handed to ``OptunaSearch`` as it is, so a sampled value reaches the trial with no
+        conversion but Ray's pickling."""
+        from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                          IntDistribution)
 
         if self.type == "uniform":
-            return tune.uniform(self.low, self.high)
+            return FloatDistribution(self.low, self.high)
         if self.type == "loguniform":
-            return tune.loguniform(self.low, self.high)
+            return FloatDistribution(self.low, self.high, log=True)
         if self.type == "int":
-            # Tune's randint excludes its upper bound; ours is inclusive like Optuna's.
-            return (tune.lograndint if self.log else tune.randint)(int(self.low),
-                                                                  int(self.high) + 1)
-        return tune.choice(list(self.values))
+            return IntDistribution(int(self.low), int(self.high), log=self.log)
+        return CategoricalDistribution(list(self.values))
 
     def describe(self) -> str:
         if self.type == "choice":

@@ -73,10 +73,9 @@ def drive_search(spec: SearchSpec, study: Study, resume: bool, warm_points: list
         for point in [*warm_points, dict(study.first_trial) if study.search else {}]:
             if point and point not in points:
                 points.append(point)
+        # the space goes to Optuna as Optuna distributions (no Tune domains in between)
         return tune.Tuner(
-            trainable,
-            param_space={name: dist.to_tune() for name, dist in study.search.items()},
-            tune_config=_search_tune_config(spec, study, points, slots),
+            trainable, tune_config=_search_tune_config(spec, study, points, slots),
             run_config=_run_config(spec, study, "search"))
 
     return _run_stage(spec, study, "search", resume, use_slot_resource, driver_node,
@@ -216,6 +215,7 @@ def _search_tune_config(spec: SearchSpec, study: Study, points: list[dict], slot
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     search = StudyOptunaSearch(
+        space={name: dist.to_optuna() for name, dist in study.search.items()} or None,
         metric=METRIC, mode="max", seed=study.sampler_seed,
         storage=open_study_storage(spec.study_storage),
         study_name=study_name_in_optuna(spec, study), points_to_evaluate=points or None,
