@@ -84,8 +84,8 @@ def check_accounting(summary: dict, sequential: bool) -> list[str]:
     counts = summary["trials"]
     if not counts["trials"] == counts["finished"] == expected:
         problems.append(f"expected {expected} finished trials, got {counts}")
-    trials = [t for s in summary["studies"].values() for t in s["search"]["trial_list"]]
-    seconds = sum(t["seconds"] for t in trials)
+    trials = [t for s in summary["studies"].values() for t in s["trials"]]
+    seconds = sum(t["wall_seconds"] for t in trials)
     if abs(summary["trial_seconds"] - seconds) > 1e-6 * max(1.0, seconds):
         problems.append(f"trial_seconds {summary['trial_seconds']} != sum of trials {seconds}")
     utilisation = seconds / (summary["slots"] * summary["wall_seconds"])

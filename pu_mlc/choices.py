@@ -33,3 +33,25 @@ HPARAM_METRICS = {
     "paper": ("selected/score", "selected/test_mAP", "test/mAP", "test/mAP_ema", "train/loss"),
     "honest": ("selected/score", "selected/test_mAP", "val/mAP", "val/mAP_ema", "train/loss"),
 }
+#: What each loss computes when every label entry is known (``prob == 1``: no entry is 0), as
+#: the name of the loss it then equals. Two methods whose losses map to the same name here train
+#: identically at full labels, so a search runs one study for both (``tune.space``). Kept here,
+#: torch-free, because spaces are parsed without importing torch; each loss class states the
+#: same as ``full_label_equivalent`` and ``losses.factory`` checks at import that both agree.
+FULL_LABEL_EQUIVALENT = {
+    "pu": "pu",                           # the PU loss never reads known negatives: unchanged
+    "bce": "bce",
+    "partial_bce": "bce",                 # ignores unknown entries, and there are none
+    "assume_negative_bce": "bce",         # takes unknown entries as negative, and there are none
+    "asl": "asl",                         # ASL's focusing differs from BCE at any proportion
+}
+#: Why a loss equals its full-label equivalent, in words (reports and summaries quote it).
+FULL_LABEL_REASON = {
+    "partial_bce": "partial BCE ignores unknown label entries",
+    "assume_negative_bce": "assume-negative BCE takes unknown label entries as negatives",
+}
+
+def loss_at(loss: str, prob: float) -> str:
+    """The loss ``loss`` really computes at known-label proportion ``prob``: its full-label
+    equivalent when every entry is known (``prob >= 1``), else itself."""
+    return FULL_LABEL_EQUIVALENT.get(loss, loss) if prob >= 1 else loss

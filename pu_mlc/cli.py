@@ -153,6 +153,7 @@ USAGE = """usage: {prog} COMMAND [ARGS]   (COMMAND --help for its flags)
   search --space FILE.yaml       Ray Tune + Optuna search (needs pu-mlc[search])
   export EXPERIMENT_DIR          best config and command per task of a search
   report EXPERIMENT_DIR          results table, published rows, figures of a search
+  tensorboard EXPERIMENT_DIR     the TensorBoard command (an object store's runs copied here)
   demo                           build the built-in dataset and run the demo search
   make-demo-data OUT_DIR         build the built-in multi-label dataset of real photos
   demo-train                     the CPU demo preset: one run on the built-in dataset
@@ -164,7 +165,7 @@ command's own line looks like that. 'train' and 'demo-train' are always the comm
 'train NAME' or './NAME' to name such a folder outright.
 """
 
-SEARCH_COMMANDS = ("search", "export", "report", "demo")
+SEARCH_COMMANDS = ("search", "export", "report", "demo", "tensorboard")
 
 
 def _run_evaluate(argv: Sequence[str]) -> int:

@@ -13,6 +13,12 @@ construction, image checks, test transform, batch size, :func:`pu_mlc.engine.eva
 and :func:`~pu_mlc.engine.evaluate.summarise`), so its mAP equals ``metrics.json``'s
 ``result.test_mAP`` for the run's test split. :func:`predict_images` runs the same pipeline over
 arbitrary image files.
+
+Decisions: a run chooses the threshold that turns its selected model's scores into yes/no (on the
+validation split under the honest protocol; ``pu_mlc.engine.protocols``). :attr:`LoadedRun.thresholds`
+is that choice, read from ``best.pt`` or, for a checkpoint written without it, from the run's
+``metrics.json`` beside ``checkpoints/`` when it describes the same epoch and weights; ``predict``
+decides with it and never falls back to 0.5 silently.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from .engine.distributed import DistContext, resolve_device
 from .engine.evaluate import EvalTarget, predict, summarise
 from .engine.precision import Precision, resolve_precision
 from .errors import ConfigError, DataError, PUMLCError
+from .files import read_json
 from .metrics import ShardedEvalSampler
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,9 @@ class LoadedRun:
     which: Optional[str]                 # 'regular' | 'ema'
     selection_score: Optional[float]
     device: torch.device
+    #: {kind: global | per_class, values: one per class, chosen_on: val | test, criterion,
+    #: source: where it was read}; None when the run recorded no threshold
+    thresholds: Optional[dict] = None
 
     @property
     def num_classes(self) -> int:
@@ -167,7 +177,49 @@ def load_run(path: PathLike, device: Union[str, torch.device] = "cpu") -> Loaded
     model.eval()
     epoch = state.get("epoch")
     return LoadedRun(model, cfg, class_names, p, epoch if isinstance(epoch, int) else None,
-                     state.get("which"), state.get("selection_score"), dev)
+                     state.get("which"), state.get("selection_score"), dev,
+                     recorded_thresholds(state, len(class_names)))
+
+
+def recorded_thresholds(state: Mapping[str, Any], num_classes: int) -> Optional[dict]:
+    """The decision thresholds of a ``best.pt`` (:func:`read_best_checkpoint`): its own, else
+    those of the run's ``metrics.json`` (``OUTPUT_DIR/metrics.json`` for
+    ``OUTPUT_DIR/checkpoints/best.pt``) when that file's selection is this file's epoch and
+    weights; None when neither has them. Malformed thresholds are refused."""
+    p: Path = state["path"]
+    if state.get("thresholds") is not None:
+        return _checked_thresholds(state["thresholds"], num_classes, f"checkpoint {p}",
+                                   source="best.pt")
+    metrics_file = p.parent.parent / "metrics.json"
+    if p.parent.name != "checkpoints" or not metrics_file.is_file():
+        return None
+    try:
+        result = (read_json(metrics_file) or {}).get("result") or {}
+    except (OSError, ValueError):
+        return None
+    same = (result.get("selected_epoch") == state.get("epoch")
+            and result.get("selected_model") == state.get("which"))
+    if not same or result.get("thresholds") is None:
+        return None
+    return _checked_thresholds(result["thresholds"], num_classes, f"{metrics_file}",
+                               source=str(metrics_file))
+
+
+def _checked_thresholds(value: Any, num_classes: int, where: str, source: str) -> dict:
+    kind = value.get("kind") if isinstance(value, Mapping) else None
+    values = value.get("values") if isinstance(value, Mapping) else None
+    ok = (kind in ("global", "per_class") and isinstance(values, (list, tuple))
+          and len(values) == num_classes
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                  for v in values)
+          and (kind != "global" or len(set(values)) <= 1))
+    if not ok:
+        raise CheckpointError(f"{where}: 'thresholds' must be {{kind: global|per_class, "
+                              f"values: {num_classes} numbers in [0, 1]}}, got "
+                              f"{str(value)[:200]}")
+    return {"kind": kind, "values": [float(v) for v in values],
+            "chosen_on": str(value.get("chosen_on") or "?"),
+            "criterion": str(value.get("criterion") or ""), "source": source}
 
 
 def _device(preference: str) -> torch.device:
@@ -242,6 +294,8 @@ class SplitScores:
     scores: np.ndarray                   # float32 (N, C)
     summary: dict
     dropped_images: list[str]
+    positives: Optional[np.ndarray] = None   # bool (N, C): the labels the summary used
+    valid: Optional[np.ndarray] = None       # bool (N, C) of known entries (None: all known)
 
 
 def _split_for(cfg: TrainConfig, which: str) -> tuple[Split, np.ndarray, bool]:
@@ -319,7 +373,7 @@ def evaluate_split(run: LoadedRun, data: Optional[PathLike] = None,
     prec = eval_precision(run, precision)
     scores = predict({"model": run.model}, target, ctx, prec, to_input)["model"]
     return SplitScores(split, ds_split.files, ds_split.image_dir, scores,
-                       summarise(scores, target), dropped)
+                       summarise(scores, target), dropped, target.positives, target.valid)
 
 
 def check_image_files(images: Sequence[PathLike]) -> list[Path]:

@@ -5,6 +5,11 @@
 
 CHECKPOINT is a run's ``OUTPUT_DIR/checkpoints/best.pt`` (or the run's OUTPUT_DIR). User errors
 are raised as :class:`pu_mlc.errors.PUMLCError`, which ``pu_mlc.cli`` prints as one line.
+
+Both decide at the thresholds the run chose for its selected model (``LoadedRun.thresholds``:
+on the validation split under the honest protocol), not at 0.5: ``evaluate`` reports OF1/CF1
+there, ``predict`` writes a yes/no column per class whose header names the threshold, whether it
+is global or per class, and the split it was chosen on.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from .argparse_tools import ArgumentParser
 from .choices import DATASETS, DEVICES
@@ -118,10 +123,7 @@ def run_evaluate(argv: Sequence[str]) -> int:
     s = result.summary
     cfg = run.config
     epoch = f"epoch {run.epoch}" if run.epoch is not None else "epoch ?"
-    # OF1/CF1 as the run reported them: at score 0.5, or the optimistic threshold sweep
-    sweep = getattr(cfg, "f1_thresholds", "fixed") == "sweep"
-    f1 = s["best_threshold_f1_optimistic"] if sweep else s
-    f1_how = "best over thresholds, optimistic" if sweep else "at 0.5"
+    f1, f1_how = _f1_at_run_thresholds(run, result, ns.split)
     print(f"{ns.split} mAP {s['mAP']:.4f}  OF1 {f1['OF1']:.2f}  CF1 {f1['CF1']:.2f} ({f1_how})"
           f"  [{s['num_images']} images; {run.which or 'selected'} model of {epoch}; "
           f"{run.checkpoint}]")
@@ -135,18 +137,56 @@ def run_evaluate(argv: Sequence[str]) -> int:
             "checkpoint": str(run.checkpoint), "data": str(Path(ns.data or cfg.data)),
             "dataset": ns.dataset or cfg.dataset, "split": ns.split,
             "epoch": run.epoch, "model": run.which, "selection_score": run.selection_score,
-            "device": str(run.device), "dropped_images": result.dropped_images, **s}
+            "device": str(run.device), "dropped_images": result.dropped_images,
+            "thresholds": run.thresholds, "f1_at_thresholds": {**f1, "how": f1_how}, **s}
         _write_text(ns.json_out, json.dumps(payload, indent=2) + "\n", "JSON output (--json)")
     return 0
 
 
-def scores_csv(images: Sequence[str], class_names: Sequence[str], scores) -> str:
-    """CSV text: header ``image,<class names...>``, one row of scores per image."""
+def _f1_at_run_thresholds(run, result, split: str) -> tuple[dict, str]:
+    """OF1/CF1 of the scored split at the run's own thresholds (or at 0.5, said so, when the
+    run recorded none), and how they were decided, in words."""
+    from .metrics.decisions import f1_at
+
+    thresholds = run.thresholds
+    if thresholds is None:
+        return result.summary, "at 0.5: the checkpoint records no threshold"
+    f1 = f1_at(result.scores, result.positives, thresholds["values"], valid=result.valid)
+    if thresholds["kind"] == "global":
+        return f1, (f"at the global threshold {thresholds['values'][0]:.2f} chosen on "
+                    f"{thresholds['chosen_on']}")
+    return f1, f"at per-class thresholds chosen on {thresholds['chosen_on']}"
+
+
+def decision_header(name: str, threshold: float, thresholds: dict) -> str:
+    """The CSV header of a decision column: the class, the threshold, global or per class,
+    and the split it was chosen on (``positive[cat] (score >= 0.27; global threshold chosen on
+    val)``)."""
+    kind = "global threshold" if thresholds["kind"] == "global" else "per-class threshold"
+    return f"positive[{name}] (score >= {threshold:.4g}; {kind} chosen on " \
+           f"{thresholds['chosen_on']})"
+
+
+def scores_csv(images: Sequence[str], class_names: Sequence[str], scores,
+               thresholds: Optional[dict] = None) -> str:
+    """CSV text: header ``image,<class names...>``, one row of scores per image; with the run's
+    ``thresholds``, one decision column (1/0) per class after the scores, its header naming the
+    threshold (:func:`decision_header`)."""
+    from .metrics import decide
+
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", *class_names])
-    for image, row in zip(images, scores):
-        writer.writerow([image, *(format(float(v), ".9g") for v in row)])
+    header = ["image", *class_names]
+    if thresholds is not None:
+        values = thresholds["values"]
+        header += [decision_header(n, t, thresholds) for n, t in zip(class_names, values)]
+        decided = decide(scores, values)
+    writer.writerow(header)
+    for i, (image, row) in enumerate(zip(images, scores)):
+        cells = [image, *(format(float(v), ".9g") for v in row)]
+        if thresholds is not None:
+            cells += [str(int(d)) for d in decided[i]]
+        writer.writerow(cells)
     return buf.getvalue()
 
 
@@ -158,7 +198,10 @@ def run_predict(argv: Sequence[str]) -> int:
     run = _load(ns)
     scores = predict_images(run, ns.images, batch_size=ns.batch_size, workers=0,
                             precision=ns.precision)
-    text = scores_csv(ns.images, run.class_names, scores)
+    text = scores_csv(ns.images, run.class_names, scores, run.thresholds)
+    if run.thresholds is None:
+        print(f"note: {run.checkpoint} records no decision threshold (written before "
+              f"thresholds were kept): the CSV holds scores only", file=sys.stderr)
     if ns.out:
         _write_text(ns.out, text, "CSV output (--out)")
     else:

@@ -6,9 +6,11 @@
   with gaps listed out of order; image 2 of each split has no annotation).
 - ``voc2007_root``: a folder holding ``VOCdevkit/VOC2007`` (16 trainval / 10 test images, 112 px;
   10 of the 20 VOC names used; difficult objects, a class only difficult in trainval image 0).
-- ``methods_search``: one real multi-method search on a local Ray (2 tasks x 2 methods, 2 trials
-  + 2 repeats per study, 1 gloo worker per trial, 2 trial slots), run once per session for the
-  tests that read a finished fair search (tests/test_e2e_methods.py, tests/test_report.py).
+- ``methods_search``: one real multi-method search on a local Ray (2 tasks x 3 methods, of which
+  the two BCE baselines are one study at full labels: 5 studies, 2 trials + 3 repeats each, 1
+  gloo worker per trial, 2 trial slots), run once per session for the tests that read a
+  finished fair search (tests/test_e2e_methods.py, tests/test_report.py,
+  tests/test_e2e_report_truth.py, tests/test_e2e_tensorboard_api.py).
 The ``*_dataset`` fixtures are :class:`tests.builders.BuiltDataset` (root + expected labels).
 Fixtures are shared: copy them (``builders.copy_dataset``) before damaging anything.
 """
@@ -73,9 +75,21 @@ def voc2007_root(voc2007_dataset) -> Path:
 
 # ------------------------------------------------------------------ the shared finished search
 TASKS = {"full": 1.0, "p10": 0.1}
-METHODS = ("pu_mlc", "partial_bce")
+METHODS = ("pu_mlc", "partial_bce", "assume_negative_bce")
 TRIALS = 2
-REPEATS = 2
+REPEATS = 3
+#: The studies the search runs, with the methods each stands for: at full labels partial and
+#: assume-negative BCE are both BCE, so one study (named after the first) runs for both.
+STUDIES = {"full.pu_mlc": ("pu_mlc",),
+           "full.partial_bce": ("partial_bce", "assume_negative_bce"),
+           "p10.pu_mlc": ("pu_mlc",), "p10.partial_bce": ("partial_bce",),
+           "p10.assume_negative_bce": ("assume_negative_bce",)}
+
+
+def study_of(task: str, method: str) -> str:
+    """The study of the shared search that holds ``method``'s trials at ``task``."""
+    return next(s for s, methods in STUDIES.items()
+                if s.startswith(f"{task}.") and method in methods)
 
 
 @pytest.fixture(scope="session")

@@ -381,13 +381,7 @@ class NetnsCluster:
         if start.returncode != 0:
             raise RuntimeError(f"ray start --head on {head.ip} failed: "
                                f"{(start.stdout + start.stderr)[-3000:]}")
-        procs = []
-        for w in self.workers:
-            procs.append((w, w.popen(
-                [RAY, "start", f"--address={self.gcs_address}", f"--node-ip-address={w.ip}",
-                 f"--num-cpus={self.num_cpus}", "--num-gpus=0", f"--temp-dir={w.temp_dir}",
-                 f"--object-store-memory={self.object_store_memory}", "--disable-usage-stats"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+        procs = [(w, self._popen_worker_start(w)) for w in self.workers]
         failed = []
         for w, p in procs:
             out, _ = p.communicate(timeout=HANG_GUARD_S)
@@ -396,6 +390,24 @@ class NetnsCluster:
         if failed:
             raise RuntimeError("ray start on worker host failed: " + " | ".join(failed))
         self.wait_for_nodes(len(self.ray_hosts))
+
+    def _popen_worker_start(self, w: Host) -> subprocess.Popen:
+        return w.popen(
+            [RAY, "start", f"--address={self.gcs_address}", f"--node-ip-address={w.ip}",
+             f"--num-cpus={self.num_cpus}", "--num-gpus=0", f"--temp-dir={w.temp_dir}",
+             f"--object-store-memory={self.object_store_memory}", "--disable-usage-stats"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def restart_host(self, host: Host) -> None:
+        """Start Ray again on a worker host that :meth:`kill_host` ended (a rebooted machine
+        joining again: a new node; its private paths are empty tmpfs again)."""
+        if host not in self.workers:
+            raise ValueError(f"{host.role} is not a worker host")
+        proc = self._popen_worker_start(host)
+        out, _ = proc.communicate(timeout=HANG_GUARD_S)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start on {host.role} ({host.ip}) failed: {out[-2000:]}")
+        self.wait_for_nodes(1 + sum(bool(h.pids()) for h in self.workers))
 
     def close(self) -> None:
         """End every process in our namespaces, delete them, remove the temp dirs. Idempotent."""

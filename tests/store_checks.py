@@ -17,17 +17,19 @@ OPTUNA_STATE = {"finished": "COMPLETE", "diverged": "COMPLETE",
                 "stopped_by_scheduler": "PRUNED", "failed": "FAIL", "unfinished": "RUNNING"}
 
 
-def optuna_trials(exp: Path, names: list[str]) -> dict[str, list[dict]]:
-    """Each Optuna study's trials ({state, user_attrs}) from the experiment's own study database
-    (its SQLite file, or its journal file on a cluster)."""
+def optuna_trials(exp: Path, names: list[str], url: Optional[str] = None
+                  ) -> dict[str, list[dict]]:
+    """Each Optuna study's trials ({state, user_attrs}) from ``url``, by default the
+    experiment's own study database (its SQLite file, or its journal file on a cluster)."""
     import optuna
 
     from tune.store import ExperimentStore
     from tune.study import open_study_storage
 
-    store = ExperimentStore(exp)
-    url = (f"sqlite:///{store.optuna_file}" if store.optuna_file.exists()
-           else f"journal://{store.journal_file}")
+    if url is None:
+        store = ExperimentStore(exp)
+        url = (f"sqlite:///{store.optuna_file}" if store.optuna_file.exists()
+               else f"journal://{store.journal_file}")
     storage = open_study_storage(url)
     out = {}
     for name in names:

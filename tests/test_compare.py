@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tune.compare import compare_methods, mean_sd, paired_difference, reference_method
+from tune.compare import (compare_methods, mean_sd, paired_difference, reference_method,
+                          search_noise)
 from tune.search import StudyRunner, build_summary
 from tune.space import parse_search_spec
 from tune.store import StudyRecords, TrialRecord
@@ -127,3 +128,55 @@ def test_warm_start_waits_for_a_finished_neighbour_and_takes_the_nearest_best():
     plain = StudyRunner(spec(), resume=False, slots=2, use_slot_resource=True)
     plain.selected = runner.selected
     assert plain._warm_points(p30) == [] and plain._may_start(p50)
+
+
+def test_paired_differences_carry_a_95_percent_t_interval_and_say_when_it_covers_zero():
+    from scipy import stats as scipy_stats
+
+    s = spec()
+    outcomes = {"p10.pu": outcome("p10.pu", {"alpha": 1.0, "ema": 0.99}, 60.0,
+                                  {1: 60.0, 2: 62.0, 3: 61.0}),
+                "p10.pbce": outcome("p10.pbce", {"ema": 0.99}, 55.0,
+                                    {1: 50.0, 2: 61.0, 3: 52.0})}
+    diff = compare_methods(s, outcomes)["p10"]["paired_differences"]["pbce"]
+    diffs = [10.0, 1.0, 9.0]
+    half = scipy_stats.t.ppf(0.975, 2) * diff["sd"] / math.sqrt(3)
+    assert diff["ci"]["method"] == "Student t" and diff["ci"]["confidence"] == 0.95
+    assert (diff["ci"]["low"], diff["ci"]["high"]) == pytest.approx(
+        (sum(diffs) / 3 - half, sum(diffs) / 3 + half))
+    assert diff["significant"] is False                  # 6.67 ± 12.2 covers 0
+    no_repeats = compare_methods(spec(budget={"trials_per_task": 2}), outcomes)["p10"]
+    assert no_repeats["paired_differences"]["pbce"]["ci"] is None
+
+
+def test_methods_that_are_one_study_share_its_result_and_the_task_says_why():
+    raw = copy.deepcopy(SPACE)
+    raw["tasks"] = [{"name": "full", "prob": 1.0}]
+    raw["methods"].append({"name": "anbce", "fixed": {"loss": "assume_negative_bce"}})
+    s = parse_search_spec(raw, base_dir=Path("/tmp"))
+    assert [x.name for x in s.studies] == ["full.pbce", "full.pu"]
+    outcomes = {"full.pu": outcome("full.pu", {"alpha": 1.0, "ema": 0.99}, 70.0,
+                                   {1: 70.0, 2: 71.0, 3: 72.0}),
+                "full.pbce": outcome("full.pbce", {"ema": 0.99}, 65.0,
+                                     {1: 66.0, 2: 65.0, 3: 67.0})}
+    full = compare_methods(s, outcomes)["full"]
+    assert full["methods"]["anbce"]["same_study_as"] == "pbce"
+    assert full["methods"]["anbce"]["test_mAP_mean"] == full["methods"]["pbce"]["test_mAP_mean"]
+    assert full["methods"]["pbce"]["methods"] == ["pbce", "anbce"]
+    assert full["paired_differences"]["anbce"]["same_as"] == "pbce"
+    assert full["paired_differences"]["anbce"]["mean"] == \
+        full["paired_differences"]["pbce"]["mean"]
+    assert full["equivalences"] == [{"study": "full.pbce", "methods": ["pbce", "anbce"],
+                                     "reason": s.study("full.pbce").equivalence}]
+
+
+def test_search_noise_is_the_spread_of_the_best_search_trials():
+    records = StudyRecords("p10.pu", [
+        trial("p10.pu", "a", score=50.0, test=40.0), trial("p10.pu", "b", score=48.5, test=43.0),
+        trial("p10.pu", "c", score=47.0, test=41.0), trial("p10.pu", "d", score=10.0, test=5.0),
+        trial("p10.pu", "r1", stage="repeats", score=99.0, test=99.0, repeat=1)],
+        search_done=True, repeats_done=True)
+    noise = search_noise(records)
+    assert noise["trials"] == ["a", "b", "c"]             # the top three search trials
+    assert noise["selection_range"] == pytest.approx(3.0)
+    assert noise["test_range"] == pytest.approx(3.0)

@@ -35,6 +35,9 @@ from store_checks import check_readers_agree
 
 pytestmark = pytest.mark.e2e
 
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
 TASKS = {"full": 1.0, "p10": 0.1}
 METHODS = ("pu_mlc", "partial_bce")
 #: Ray's node health checks, faster than the 15 s default, so a killed host is declared dead in
@@ -48,9 +51,13 @@ def cluster(tmp_path_factory):
     shared = tmp_path_factory.mktemp("cluster_shared")     # every host sees this folder ...
     private = shared / "private"                           # ... but worker 2 not this one
     private.mkdir()
+    staging = shared / "staging"           # where trials stage their files for an object store:
+    staging.mkdir()                        # each worker host's own (a local disk, not shared)
     env = {k: v for k, v in os.environ.items() if k.startswith("PU_MLC_")}
+    env.update(CREDENTIALS, PU_MLC_STAGING_DIR=str(staging))
     try:
-        c = NetnsCluster(workers=2, private={2: [private]}, env=env, head_env=FAST_HEALTH)
+        c = NetnsCluster(workers=2, private={1: [staging], 2: [private, staging]}, env=env,
+                         head_env=FAST_HEALTH)
         c.__enter__()
     except NamespaceUnavailable as err:
         pytest.fail(str(err), pytrace=False)
@@ -59,6 +66,31 @@ def cluster(tmp_path_factory):
             yield c, shared, private, pg
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def bucket(cluster):
+    """A moto S3 server on the head host's address (every host reaches it, nothing else does),
+    with one bucket: its endpoint."""
+    c = cluster[0]
+    endpoint = f"http://{c.head.ip}:5000"
+    server = c.head.popen([sys.executable, "-m", "moto.server", "-H", c.head.ip, "-p", "5000"],
+                          env=c.env(c.head), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    code = ("import sys, time, boto3\n"
+            "for _ in range(600):\n"
+            "    try:\n"
+            "        boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1')"
+            ".create_bucket(Bucket='pumlc'); break\n"
+            "    except Exception:\n"
+            "        time.sleep(0.2)\n"
+            "else:\n"
+            "    sys.exit('moto never answered')\n")
+    made = c.python_on(c.head, code, endpoint)
+    assert made.returncode == 0, made.stderr[-2000:]
+    yield endpoint
+    server.kill()                 # the server this fixture started (the namespace goes later)
+    server.wait()
 
 
 def _space(shared: Path, coco_format_root: Path, name: str, storage: Path,
@@ -183,45 +215,34 @@ def test_a_client_without_the_token_is_refused(cluster):
     assert "Unauthorized" in proc.stdout + proc.stderr
 
 
-def test_a_worker_host_killed_mid_trial_continues_on_another_from_its_checkpoint(
-        cluster, coco_format_root, submitted, tmp_path):
-    """Last in the module: worker host 1 dies (all its Ray processes at once) while the first
-    of two same-config trials is in epoch 3 or 4, after Ray Train registered a checkpoint. The
-    trial goes on elsewhere from that checkpoint; its per-epoch results equal the unkilled
-    twin's; Optuna, Tune, the trial folders and all_trials.csv agree; the node loss used none of
-    the trial's own retries."""
-    c, shared, _, pg = cluster
-    storage = shared / "experiments"
-    exp = storage / "hostloss"
-    task = "p10"
-    args = [str(REPO / "train_entry.py"), "search", "--space",
+def _host_loss_args(coco_format_root: Path, storage: str | Path, name: str,
+                    **extra) -> list[str]:
+    return [str(REPO / "train_entry.py"), "search", "--space",
             str(REPO / "tests" / "spaces" / "pu_only.yaml"), "--no-export",
-            *tiny_overrides(coco_format_root, storage, "hostloss",
-                            **{"tasks": f"[{{name: {task}, prob: 0.1}}]",
+            *tiny_overrides(coco_format_root, storage, name,  # type: ignore[arg-type]
+                            **{"tasks": "[{name: p10, prob: 0.1}]",
                                "scheduler.type": "none", "budget.trials_per_task": 2,
                                "search": "{ema: {type: choice, values: [0.9997]}}",
                                "first_trial": "{ema: 0.9997}", "resources.num_workers": 1,
-                               "fixed.train_epochs": 4, "fixed.epochs": 4})]
-    log = tmp_path / "search.log"
-    killed, registered = None, None
+                               "fixed.train_epochs": 4, "fixed.epochs": 4, **extra})]
+
+
+def _kill_a_worker_host_mid_trial(c: NetnsCluster, args: list[str], probe, log: Path):
+    """Run the search on the head; once the first trial has run 2..3 of its 4 epochs and Ray
+    Train registered a checkpoint (``probe()`` says so), SIGKILL every process of the worker host
+    its rank 0 runs on. Returns (host, trial id, epochs run, registered epoch)."""
+    killed = None
     with log.open("w") as out:
         driver = c.head.popen([sys.executable, *args], env=c.env(c.head), cwd=REPO,
                               stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + HANG_GUARD_S
             while driver.poll() is None and killed is None and time.monotonic() < deadline:
-                dirs = sorted((exp / "trials" / task).glob("*")) \
-                    if (exp / "trials" / task).exists() else []
-                if len(dirs) == 1:
-                    trial = dirs[0]
-                    history = _history(trial)
-                    registered = registered_checkpoint_epoch(exp, task, trial.name) \
-                        if 2 <= len(history) < 4 else None
-                    rank0 = _read(trial / "workers" / "rank0.json")
-                    host = next((w for w in c.workers if w.ip == rank0.get("node_ip")), None)
-                    if registered and host is not None:
-                        c.kill_host(host)
-                        killed = (host, trial.name, len(history))
+                state = probe()
+                host = next((w for w in c.workers if w.ip == state.get("rank0_ip")), None)
+                if state.get("registered") and 2 <= state["epochs"] < 4 and host is not None:
+                    c.kill_host(host)
+                    killed = (host, state["trial"], state["epochs"], state["registered"])
                 time.sleep(0.2)
             rc = driver.wait(timeout=HANG_GUARD_S)
         finally:
@@ -232,9 +253,15 @@ def test_a_worker_host_killed_mid_trial_continues_on_another_from_its_checkpoint
     assert killed is not None, "the first trial ended before its host could be killed\n" + \
         text[-3000:]
     assert rc == 0, text[-4000:]
-    host, trial_id, at_epoch = killed
+    return killed
+
+
+def _check_continued_elsewhere(exp: Path, killed, tmp_path: Path, optuna=None) -> None:
+    """The killed trial went on on another node from its checkpoint; its per-epoch results are
+    its twin's; every reader agrees; the host loss spent none of the trial's retries."""
     from tune.export import collect_trials
 
+    host, trial_id, at_epoch, registered = killed
     trials = sorted(collect_trials(exp), key=lambda t: t.started)
     assert [t.status for t in trials] == ["finished", "finished"], trials
     first, twin = trials
@@ -251,11 +278,95 @@ def test_a_worker_host_killed_mid_trial_continues_on_another_from_its_checkpoint
         (resumed, registered, at_epoch)
     assert [_results(h) for h in history] == [_results(h) for h in twin.history]
     assert first.test_map == twin.test_map
-    check_readers_agree(exp, tmp_path / "read")
+    check_readers_agree(exp, tmp_path / "read", optuna)
     print(f"host {host.ip} killed at epoch {at_epoch} (checkpoint of epoch {registered}); "
           f"resumed at epoch {resumed[0]} on {after}")
 
 
+def test_a_worker_host_killed_mid_trial_continues_on_another_from_its_checkpoint(
+        cluster, coco_format_root, submitted, tmp_path):
+    """A worker host dies (all its Ray processes at once) while the first of two same-config
+    trials is in epoch 3 or 4, after Ray Train registered a checkpoint on the shared storage.
+    The trial goes on elsewhere from that checkpoint; its per-epoch results equal the unkilled
+    twin's; Optuna, Tune, the trial folders and all_trials.csv agree; the node loss used none of
+    the trial's own retries."""
+    c, shared, _, _ = cluster
+    storage = shared / "experiments"
+    exp = storage / "hostloss"
+
+    def probe() -> dict:
+        dirs = sorted((exp / "trials" / "p10").glob("*")) \
+            if (exp / "trials" / "p10").exists() else []
+        if len(dirs) != 1:
+            return {}
+        epochs = len(_history(dirs[0]))
+        return {"trial": dirs[0].name, "epochs": epochs,
+                "registered": registered_checkpoint_epoch(exp, "p10", dirs[0].name),
+                "rank0_ip": _read(dirs[0] / "workers" / "rank0.json").get("node_ip")}
+
+    killed = _kill_a_worker_host_mid_trial(c, _host_loss_args(coco_format_root, storage,
+                                                              "hostloss"),
+                                           probe, tmp_path / "search.log")
+    _check_continued_elsewhere(exp, killed, tmp_path)
+    c.restart_host(killed[0])                       # the machine reboots and joins again
+
+
+#: Run on the head (the bucket's endpoint exists only inside the cluster's namespaces): the
+#: state of the first trial of study p10, read from the bucket through the experiment store.
+_BUCKET_PROBE = """
+import json, sys
+from tune.store import ExperimentStore
+store = ExperimentStore(sys.argv[1])
+ids = store.trial_ids("p10")
+state = {}
+if len(ids) == 1:
+    t = store.read_trial("p10", ids[0])
+    snap = store.read_json(store.train_run_dir("p10", ids[0]) /
+                           "checkpoint_manager_snapshot.json") or {}
+    name = (snap.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name") or ""
+    rank0 = next((w for w in t.nodes["workers"] if w.get("rank") == 0), {})
+    state = {"trial": ids[0], "epochs": t.epochs, "rank0_ip": rank0.get("node_ip"),
+             "registered": int(name.rsplit("_", 1)[-1]) if name.startswith("checkpoint_") else None}
+print("STATE=" + json.dumps(state))
+"""
+
+_BUCKET_COPY = """
+import sys
+from pathlib import Path
+from tune.store import ExperimentStore
+store = ExperimentStore(sys.argv[1])
+print("COPIED=%d" % store.download(store.root, Path(sys.argv[2])))
+"""
+
+
+def test_with_no_shared_folder_an_s3_search_survives_a_killed_worker_host(
+        cluster, bucket, coco_format_root, tmp_path):
+    """No folder shared between the hosts for the experiment: its storage_path is the bucket,
+    each worker host stages its trials' files on its own disk. A worker host killed mid-trial:
+    the trial continues on the other from its checkpoint in the bucket."""
+    c, shared, _, _ = cluster
+    uri = f"s3://pumlc/cluster?endpoint_override={bucket}&region=us-east-1"
+    exp_uri = uri.replace("/cluster?", "/cluster/s3loss?")
+    journal = shared / "head-only" / "optuna.journal"      # opened by the head's drivers only
+    args = _host_loss_args(coco_format_root, uri, "s3loss",
+                           study_storage=f"journal://{journal}")
+
+    def probe() -> dict:
+        out = c.python_on(c.head, _BUCKET_PROBE, exp_uri, env={"PYTHONPATH": str(REPO)})
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("STATE=")]
+        return json.loads(line[-1][len("STATE="):]) if line else {}
+
+    killed = _kill_a_worker_host_mid_trial(c, args, probe, tmp_path / "search.log")
+    copy = tmp_path / "copy" / "s3loss"
+    done = c.python_on(c.head, _BUCKET_COPY, exp_uri, str(copy), env={"PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and "COPIED=" in done.stdout, done.stderr[-2000:]
+    from store_checks import optuna_trials
+
+    _check_continued_elsewhere(copy, killed, tmp_path,
+                               optuna_trials(copy, ["s3loss.p10"], url=f"journal://{journal}"))
+    staged = [p for p in (shared / "staging").rglob("*") if p.is_file()]
+    assert not staged, staged                     # nothing reached the shared folder
+    assert not (shared / "experiments" / "s3loss").exists()
 def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())

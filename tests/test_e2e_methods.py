@@ -1,7 +1,9 @@
-"""A fair multi-method search, end to end on a real local Ray: 2 tasks x 2 methods = 4 studies
-searched at once through 2 trial slots, each study's selected config repeated with 2 new seeds.
+"""A fair multi-method search, end to end on a real local Ray: 2 tasks x 3 methods, of which the
+two BCE baselines are one study at full labels (they train identically there), so 5 studies
+searched at once through 2 trial slots, each study's selected config repeated with 3 new seeds.
 
-One search runs for the session (``methods_search`` in conftest, 16 trials of 1 gloo worker through 2 slots); the tests read back
+One search runs for the session (``methods_search`` in conftest, 25 trials of 1 gloo worker
+through 2 slots); the tests read back
 what it left: which fields each study's trials received, the repeats and their paired
 differences (recomputed from the trials' own ``metrics.json``), the Optuna studies (distinct
 sampler seeds, PRUNED/COMPLETE states, user attributes), the per-study export and the cluster
@@ -20,7 +22,8 @@ import optuna
 import pytest
 import yaml
 
-from conftest import METHODS, REPEATS, TASKS, TRIALS  # the shared search's shape
+from conftest import (METHODS, REPEATS, STUDIES, TASKS, TRIALS,  # the shared search's shape
+                      study_of)
 
 pytestmark = pytest.mark.e2e
 
@@ -41,9 +44,11 @@ def _metrics(trial_dir: Path) -> dict:
 
 
 def test_every_task_x_method_pair_is_a_study_with_the_same_budget(methods_search):
+    """... except methods that train identically at a task: 5 studies for 6 pairs."""
     exp, _ = methods_search
     summary = json.loads((exp / "summary.json").read_text())
-    studies = {f"{t}.{m}" for t in TASKS for m in METHODS}
+    studies = set(STUDIES)
+    assert len(studies) == len(TASKS) * len(METHODS) - 1
     assert set(summary["studies"]) == studies
     for name, study in summary["studies"].items():
         stages = [t["stage"] for t in study["trials"]]
@@ -60,7 +65,7 @@ def test_slot_utilisation_is_the_trials_time_over_the_slots_time(methods_search)
     exp, _ = methods_search
     summary = json.loads((exp / "summary.json").read_text())
     trials = [t for s in summary["studies"].values() for t in s["trials"]]
-    assert len(trials) == len(TASKS) * len(METHODS) * (TRIALS + REPEATS)
+    assert len(trials) == len(STUDIES) * (TRIALS + REPEATS)
     seconds = sum(t["wall_seconds"] for t in trials)
     assert all(t["wall_seconds"] > 0 for t in trials)
     assert summary["trial_seconds"] == pytest.approx(seconds)
@@ -77,27 +82,28 @@ def test_each_study_samples_only_its_own_fields(methods_search):
     exp, _ = methods_search
     space = yaml.safe_load((exp / "search_space.yaml").read_text())
     fixed_lr = next(m for m in space["methods"] if m["name"] == "pu_mlc")["fixed"]["lr"]
-    for task in TASKS:
-        for method, own in (("pu_mlc", PU_SEARCH), ("partial_bce", BCE_SEARCH)):
-            study = optuna.load_study(study_name=f"methods.{task}.{method}",
-                                      storage=f"sqlite:///{exp / 'optuna.sqlite3'}")
-            assert {k for t in study.trials for k in t.params} == own
-            for trial_dir in _trial_dirs(exp, f"{task}.{method}"):
-                cfg = _config(trial_dir)
-                assert cfg["prob"] == TASKS[task]
-                if method == "pu_mlc":
-                    assert cfg["loss"] == "pu" and cfg["lr"] == fixed_lr
-                    assert cfg["weight_decay"] == 1e-4            # the library default
-                else:
-                    assert cfg["loss"] == "partial_bce"
-                    assert (cfg["alpha"], cfg["gamma"]) == (1.0, 0.55)   # untouched defaults
+    for name in STUDIES:
+        task, method = name.split(".")
+        own = PU_SEARCH if method == "pu_mlc" else BCE_SEARCH
+        study = optuna.load_study(study_name=f"methods.{name}",
+                                  storage=f"sqlite:///{exp / 'optuna.sqlite3'}")
+        assert {k for t in study.trials for k in t.params} == own
+        for trial_dir in _trial_dirs(exp, name):
+            cfg = _config(trial_dir)
+            assert cfg["prob"] == TASKS[task]
+            if method == "pu_mlc":
+                assert cfg["loss"] == "pu" and cfg["lr"] == fixed_lr
+                assert cfg["weight_decay"] == 1e-4            # the library default
+            else:
+                assert cfg["loss"] == method                  # the study's first method's
+                assert (cfg["alpha"], cfg["gamma"]) == (1.0, 0.55)   # untouched defaults
 
 
 def test_tasks_of_one_method_draw_different_points(methods_search):
     """Each study's sampler has its own seed: after the shared first trial, the two tasks of a
     method do not propose the same configuration."""
     exp, _ = methods_search
-    for method in METHODS:
+    for method in ("pu_mlc", "partial_bce"):              # a study at both tasks
         sampled = []
         for task in TASKS:
             study = optuna.load_study(study_name=f"methods.{task}.{method}",
@@ -135,7 +141,7 @@ def test_summary_statistics_and_paired_differences_match_the_trials_files(method
         per_method = {}
         for method in METHODS:
             values = {}
-            for trial_dir in _trial_dirs(exp, f"{task}.{method}"):
+            for trial_dir in _trial_dirs(exp, study_of(task, method)):
                 cfg = _config(trial_dir)
                 if cfg["mask_seed"]:                          # a repeat trial
                     values[cfg["mask_seed"]] = _metrics(trial_dir)["result"]["test_mAP"]
@@ -146,13 +152,14 @@ def test_summary_statistics_and_paired_differences_match_the_trials_files(method
             assert recorded["test_mAP_mean"] == pytest.approx(mean, abs=1e-9)
             assert recorded["test_mAP_sd"] == pytest.approx(sd, abs=1e-9)
             assert recorded["n"] == REPEATS
-        diffs = [per_method["pu_mlc"][r] - per_method["partial_bce"][r]
-                 for r in range(1, REPEATS + 1)]
-        paired = summary["tasks"][task]["paired_differences"]["partial_bce"]
-        assert paired["reference"] == "pu_mlc" and paired["n"] == REPEATS
-        assert [paired["per_repeat"][str(r)] for r in range(1, REPEATS + 1)] == \
-            pytest.approx(diffs, abs=1e-9)
-        assert paired["mean"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-9)
+        for baseline in ("partial_bce", "assume_negative_bce"):
+            diffs = [per_method["pu_mlc"][r] - per_method[baseline][r]
+                     for r in range(1, REPEATS + 1)]
+            paired = summary["tasks"][task]["paired_differences"][baseline]
+            assert paired["reference"] == "pu_mlc" and paired["n"] == REPEATS
+            assert [paired["per_repeat"][str(r)] for r in range(1, REPEATS + 1)] == \
+                pytest.approx(diffs, abs=1e-9)
+            assert paired["mean"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-9)
 
 
 def test_the_printed_summary_leads_with_test_map_per_method(methods_search):
@@ -171,7 +178,7 @@ def test_the_printed_summary_leads_with_test_map_per_method(methods_search):
 def test_export_has_one_folder_per_study_and_method_prob_seed_columns(methods_search):
     exp, _ = methods_search
     best = json.loads((exp / "exports" / "best.json").read_text())
-    assert set(best) == {f"{t}.{m}" for t in TASKS for m in METHODS}
+    assert set(best) == set(STUDIES)
     for name, entry in best.items():
         task, method = name.split(".")
         assert (entry["task"], entry["method"], entry["prob"]) == (task, method, TASKS[task])
@@ -187,7 +194,7 @@ def test_export_has_one_folder_per_study_and_method_prob_seed_columns(methods_se
 
 
 def test_no_placement_group_or_actor_outlives_its_trial(methods_search):
-    """16 trials through 2 slots: whenever a trial starts or ends, the cluster holds the
+    """25 trials through 2 slots: whenever a trial starts or ends, the cluster holds the
     placement groups and actors of at most the 2 trials that run, never an earlier trial's;
     Ray's worker memory does not grow trial after trial."""
     exp, _ = methods_search
@@ -196,7 +203,7 @@ def test_no_placement_group_or_actor_outlives_its_trial(methods_search):
         records += [json.loads(line) for line in path.read_text().splitlines()]
     records.sort(key=lambda r: r["time"])
     starts = [r for r in records if r["event"] == "start"]
-    trials = len(TASKS) * len(METHODS) * (TRIALS + REPEATS)
+    trials = len(STUDIES) * (TRIALS + REPEATS)
     assert len(starts) == trials and len(records) == 2 * trials    # a start and an end each
     slots, workers = 2, 1
     for r in records:
@@ -222,7 +229,7 @@ def test_no_placement_group_or_actor_outlives_its_trial(methods_search):
     leak = statistics.linear_regression(range(len(processes)), processes).slope
     assert leak <= 0.3, (leak, processes)                  # a leaked worker per trial is 1
     # ... and no memory growth with the trials run. One sample is noisy (a finished trial's
-    # ~1 GB of processes may still be exiting when the next starts), the trend over all 16 is
+    # ~1 GB of processes may still be exiting when the next starts), the trend over all 25 is
     # not: measured -26 and +41 MiB per trial; a leaked Ray worker process is >= ~120 MiB, and
     # study drivers that loaded torch lazily mid-search showed +237
     assert growth <= 100, (growth, rss)

@@ -257,13 +257,14 @@ def test_an_ended_trial_keeps_no_resume_state_and_the_top_trials_keep_their_weig
           f"{TRIALS * len(TASKS)} trials")
 
 
-def test_a_storage_path_on_an_object_store_is_refused_before_ray_starts(coco_format_root,
-                                                                         tmp_path):
+def test_a_storage_path_of_an_unknown_scheme_is_refused_before_ray_starts(coco_format_root,
+                                                                           tmp_path):
     proc = run_entry(["search", "--space", "tests/spaces/pu_only.yaml",
-                      *tiny_overrides(coco_format_root, tmp_path, "s3",
-                                      storage_path="s3://bucket/experiments")],
+                      *tiny_overrides(coco_format_root, tmp_path, "ftp",
+                                      storage_path="ftp://host/experiments")],
                      timeout=HANG_GUARD_S)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "storage_path = 's3://bucket/experiments'" in proc.stderr
-    assert "file://" in proc.stderr
-    assert not (REPO / "s3:").exists() and not (tmp_path / "s3:").exists()
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "storage_path = 'ftp://host/experiments'" in errors[0]
+    assert "file://" in errors[0] and "s3://" in errors[0]
+    assert not (REPO / "ftp:").exists() and not (tmp_path / "ftp:").exists()

@@ -120,9 +120,11 @@ def test_predict_writes_one_row_per_image_with_the_scores_evaluate_gives(honest_
     assert run_predict([str(best_of(out)), *images, "--out", str(csv_path),
                         "--device", "cpu"]) == 0
     rows = list(csv.reader(csv_path.open()))
-    assert rows[0] == ["image", *run.class_names]
+    c = len(run.class_names)
+    assert rows[0][:1 + c] == ["image", *run.class_names]       # then one decision per class
+    assert len(rows[0]) == 1 + 2 * c
     assert [r[0] for r in rows[1:]] == images
-    values = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    values = np.array([[float(v) for v in r[1:1 + c]] for r in rows[1:]])
     assert values.shape == (len(images), len(run.class_names))
     assert ((values >= 0) & (values <= 1)).all()
     np.testing.assert_allclose(values, scored.scores[picked], atol=1e-6, rtol=0)

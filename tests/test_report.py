@@ -1,7 +1,7 @@
 """``pu-mlc report``: the report of a search, checked against the experiment's own trial files.
 
 The e2e tests build the report of the session's real finished search (``methods_search``: 2 tasks
-x 2 methods, 2 trials + 2 repeats per study) and recompute every table cell and paired
+x 3 methods in 5 studies, 2 trials + 3 repeats per study) and recompute every table cell and paired
 difference from the trials' ``metrics.json`` (which trials are repeats, and of which repeat
 number, is taken from the search's ``summary.json``); the compute hours from the export's
 ``all_trials.csv``; each figure is decoded. The fast tests build tiny experiment folders by hand:
@@ -100,7 +100,10 @@ def _write_trial(exp: Path, study: str, trial_id: str, *, prob: float, loss: str
                  params: dict, score: float, test: float, dataset: str = "coco",
                  status: str = "finished",
                  repeat: int | None = None, seconds: float = 100.0,
-                 epochs: int = 2) -> None:
+                 epochs: int = 2, chance: float = 25.0, weights: str = "ema",
+                 validation: str = "own") -> None:
+    """One trial's files as the search and the engine write them; its test OF1/CF1 are
+    ``test - 10`` and ``test - 12`` at a threshold of 0.3 chosen on validation."""
     out = exp / "trials" / study / trial_id
     out.mkdir(parents=True)
     seed = repeat or 0
@@ -111,16 +114,31 @@ def _write_trial(exp: Path, study: str, trial_id: str, *, prob: float, loss: str
         "params": params, "seed": seed, "mask_seed": seed, "started": _clock(),
         "seconds": seconds}))
     cfg = TrainConfig(data=str(exp / "data"), dataset=dataset, prob=prob,
-                      loss=loss, epochs=2, train_epochs=2, seed=seed, mask_seed=seed,
+                      loss=loss, epochs=max(2, epochs), train_epochs=epochs, seed=seed,
+                      mask_seed=seed,
                       protocol="honest", output_dir=str(out), **params)
     cfg.to_yaml(out / "config.yaml")
     history = [{"epoch": e, "score": score - (epochs - e), "best_score": score - (epochs - e),
+                "val_mAP": score - (epochs - e) - (weights == "ema"),
+                "val_mAP_ema": score - (epochs - e) - (weights != "ema"),
                 "selected_test_mAP": test} for e in range(1, epochs + 1)]
     ap = {c: test + d for c, d in zip(CLASSES, (-5.0, 0.0, 5.0))}
+    sources = {"own": "the dataset's own validation split",
+               "held_out": "images held out from the training split (val_fraction)"}
     (out / "metrics.json").write_text(json.dumps({
         "status": status, "protocol": "honest", "history": history,
-        "result": {"selection_score": score, "test_mAP": test,
-                   "test_summary": {"mAP": test, "per_class_ap": ap}}}))
+        "result": {"selection_score": score, "test_mAP": test, "selected_model": weights,
+                   "selected_epoch": epochs,
+                   "test_summary": {"mAP": test, "per_class_ap": ap},
+                   "chance_mAP": chance,
+                   "all_positive_f1": {"OF1": 200 * chance / (100 + chance),
+                                       "CF1": 200 * chance / (100 + chance)},
+                   "thresholds": {"kind": "global", "values": [0.3] * len(CLASSES),
+                                  "chosen_on": "val", "criterion": "best OF1"},
+                   "test_f1": {"OF1": test - 10, "CF1": test - 12, "threshold": 0.3,
+                               "threshold_chosen_on": "val", "how": "at 0.3 (val)"},
+                   "validation": {"source": validation, "text": sources[validation],
+                                  "images": 10, "known_fraction": prob}}}))
 
 
 def make_experiment(root: Path, dataset: str = "coco", partial: bool = False) -> Path:
@@ -303,19 +321,21 @@ def _repeat_tests(exp: Path, summary: dict, study: str) -> dict[int, float]:
 
 @pytest.mark.e2e
 def test_every_table_cell_equals_the_trials_metrics(methods_report):
-    from conftest import METHODS, REPEATS, TASKS
+    from conftest import METHODS, REPEATS, TASKS, study_of
 
     exp, written = methods_report
     res = written["results"]
     md = Path(written["report_md"]).read_text()
+    main = md[:md.index("## Per task")]
     summary = json.loads((exp / "summary.json").read_text())
     assert not res["partial"] and res["unfinished"] == {}
     assert [c["task"] for c in res["columns"]] == sorted(TASKS, key=TASKS.get)
     for method in METHODS:
         means = []
         for task in TASKS:
-            study = f"{task}.{method}"
+            study = study_of(task, method)
             cell = res["table"][method]["cells"][task]
+            assert cell["study"] == study
             # the selected trial: the best selection score of the search trials' metrics.json
             search = _search_metrics(exp, summary, study)
             top = max(m["result"]["selection_score"] for m in search.values())
@@ -331,9 +351,12 @@ def test_every_table_cell_equals_the_trials_metrics(methods_report):
             assert cell["sd"] == pytest.approx(statistics.stdev(values), abs=1e-9)
             assert cell["repeats"] == {str(r): tests[r] for r in sorted(tests)}
             means.append(cell["mean"])
-            row = next(ln for ln in md.splitlines() if ln.startswith(f"| {method} |")
+            row = next(ln for ln in main.splitlines() if ln.startswith(f"| {method} |")
                        or ln.startswith(f"| **{method}** |"))
-            assert f"{_pm(cell['mean'], cell['sd'])} (n={len(values)})" in row
+            if cell.get("same_study_as"):          # one study for two methods: shown once
+                assert f"= {cell['same_study_as']} ‡" in row
+            else:
+                assert f"{_pm(cell['mean'], cell['sd'])} (n={len(values)})" in row
             sel = next(s for s in res["selected"] if s["study"] == study)
             assert sel["trial_id"] == cell["selected_trial"]
             config = yaml.safe_load((exp / "trials" / study / sel["trial_id"] /
@@ -370,7 +393,7 @@ def test_paired_differences_are_recomputed_repeat_by_repeat(methods_report):
 
 @pytest.mark.e2e
 def test_the_figures_are_valid_pngs_one_per_study_and_kind(methods_report):
-    from conftest import METHODS, TASKS
+    from conftest import STUDIES
 
     exp, written = methods_report
     res = written["results"]
@@ -378,7 +401,7 @@ def test_the_figures_are_valid_pngs_one_per_study_and_kind(methods_report):
     kinds: dict[str, int] = {}
     for f in res["figures"]:
         kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
-    studies = len(TASKS) * len(METHODS)
+    studies = len(STUDIES)
     assert kinds == {"map_vs_proportion": 1, "curves": studies, "importance": studies,
                      "parallel": studies, "per_class_ap": 1}
     md = Path(written["report_md"]).read_text()

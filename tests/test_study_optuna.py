@@ -62,3 +62,36 @@ def test_a_second_completion_of_the_same_trial_changes_nothing():
     run(search, "t", [30.0, 31.0, 32.0])
     search.on_trial_complete("t", result={"best_score": 99.0, "epoch": 3})
     assert [t.value for t in study.trials] == [32.0]
+
+
+def test_the_study_names_its_objective_and_says_which_task_method_and_protocol_it_is(tmp_path):
+    """What the dashboard shows: the metric name instead of "Objective 0", and the study's
+    task, method(s), prob and protocol as its user attributes; a merged study lists both
+    methods and why. Read back with ``optuna.load_study`` from the study's own database."""
+    import copy
+    from pathlib import Path
+
+    from tune.space import parse_search_spec
+    from tune.study import objective_name, open_study_storage, optuna_study_attrs
+
+    bce = {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}}
+    raw = {"name": "lab", "budget": {"trials_per_task": 2}, "resources": {"num_workers": 1},
+           "fixed": {"dataset": "coco", "data": "/data/demo", "protocol": "honest"},
+           "methods": [{"name": "partial_bce", "fixed": {"loss": "partial_bce"}, "search": bce},
+                       {"name": "assume_negative_bce", "fixed": {"loss": "assume_negative_bce"},
+                        "search": copy.deepcopy(bce)}],
+           "tasks": [{"name": "full", "prob": 1.0}]}
+    spec = parse_search_spec(raw, base_dir=Path("/tmp"))
+    study = spec.study("full.partial_bce")
+    url = f"sqlite:///{tmp_path / 'optuna.sqlite3'}"
+    StudyOptunaSearch(space={"lr": study.search["lr"].to_optuna()}, metric="best_score",
+                      mode="max", seed=0, storage=open_study_storage(url),
+                      study_name="lab.full.partial_bce", metric_names=[objective_name(study)],
+                      study_attrs=optuna_study_attrs(spec, study))
+    loaded = optuna.load_study(study_name="lab.full.partial_bce", storage=url)
+    assert loaded.metric_names == ["selection score: val mAP on 100%-known labels"]
+    attrs = loaded.user_attrs
+    assert (attrs["task"], attrs["method"], attrs["prob"], attrs["protocol"]) == (
+        "full", "partial_bce", 1.0, "honest")
+    assert attrs["methods"] == ["partial_bce", "assume_negative_bce"]
+    assert "every label is known" in attrs["equivalence"]

@@ -7,11 +7,12 @@ import datetime
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from pu_mlc.argparse_tools import ArgumentParser
 from pu_mlc.cli import guarded, setup_logging
 
+from .storage import is_remote, join_uri
 from .store import dashboard_command
 
 log = logging.getLogger("tune")
@@ -43,9 +44,10 @@ def run_search_command(argv: Sequence[str]) -> int:
 
     overrides = dict(parse_override(s) for s in ns.set)
     spec = load_search_spec(ns.space, overrides)        # every error before Ray starts
-    check_inputs(spec)
-    from .search import check_experiment_dir
+    from .search import check_experiment_dir, resolve_storage
 
+    spec = resolve_storage(spec)                        # a storage URI settled before Ray starts
+    check_inputs(spec)
     check_experiment_dir(spec, ns.resume)               # reads only; refuses before Ray starts
     return _search_and_report(spec, ns.resume, export=not ns.no_export)
 
@@ -78,9 +80,7 @@ def _search_and_report(spec, resume: bool, export: bool = True) -> int:
     exported = export_experiment(spec.experiment_dir) if export else None
     report = None
     if export:
-        from .report import write_report
-
-        report = write_report(spec.experiment_dir)
+        report = write_report_to(spec.experiment_dir)
     _print_summary(spec, summary, exported, time.time() - t0)
     if report is not None:
         print(f"  report:       {report['report_md']}  (table, published rows, "
@@ -89,7 +89,8 @@ def _search_and_report(spec, resume: bool, export: bool = True) -> int:
     if counts["trials"] and not counts["finished"] + counts["stopped_by_scheduler"]:
         print(f"error: no trial of '{spec.name}' trained to the end of an epoch "
               f"({counts['failed']} failed, {counts['diverged']} diverged); each trial's "
-              f"metrics.json under {spec.experiment_dir / 'trials'} gives its reason",
+              f"metrics.json under {join_uri(str(spec.experiment_dir), 'trials')} gives its "
+              f"reason",
               file=sys.stderr, flush=True)
         return 1
     return 0
@@ -109,7 +110,7 @@ def _print_summary(spec, summary: dict, exported, seconds: float) -> None:
              f"{counts.get('stopped_by_scheduler', 0)} stopped early by the scheduler, "
              f"{counts.get('diverged', 0)} diverged, {counts.get('failed', 0)} failed"
              + (f", {counts['unfinished']} unfinished" if counts.get("unfinished") else ""),
-             f"  TensorBoard:  tensorboard --logdir {exp / 'tensorboard'}",
+             f"  TensorBoard:  {tensorboard_command(exp)}",
              f"  Optuna study: {dashboard_command(spec.study_storage)}"]
     if exported:
         lines.append(f"  exports:      {exported['exports']}  (best_config.yaml + command.sh "
@@ -148,26 +149,55 @@ def _pm(mean, sd) -> str:
 
 
 def results_lines(spec, summary: dict) -> list[str]:
-    """Per task: each method's test mAP of its selected config (mean ± sd over the repeats),
-    then the paired differences against the reference method."""
+    """Per task: the chance mAP of its test split, each method's test mAP of its selected config
+    (mean ± sd over the repeats) with OF1/CF1 at the threshold its runs chose, then the paired
+    differences against the reference method with their 95% t interval. Methods that were one
+    study (they train identically there) share a line, marked with the reason; without repeats
+    a last line says the ranking is unsupported, and by how much search noise moved scores."""
     repeats = summary.get("repeats") or 0
     what = (f"test mAP of the selected config, mean ± sd over {repeats} repeat(s) (new seeds "
             f"and label masks)" if repeats else "test mAP of the selected trial")
-    lines = [f"  per task: {what}; in brackets the selection score"]
+    lines = [f"  per task: {what}, OF1/CF1 at the threshold chosen on validation; in brackets "
+             f"the selection score"]
+    noise = []
     for task, entry in summary["tasks"].items():
+        chance = entry.get("chance_mAP")
         lines.append(f"    {task} (prob={entry['prob']:g}; selection: "
-                     f"{selection_label(spec, entry['prob'])})")
-        for method, r in entry["methods"].items():
+                     f"{selection_label(spec, entry['prob'])}"
+                     + (f"; chance mAP {chance:.2f}" if chance is not None else "") + ")")
+        shown = {m: r for m, r in entry["methods"].items() if not r.get("same_study_as")}
+        labels = {m: " = ".join(r.get("methods") or [m]) for m, r in shown.items()}
+        width = max([22] + [len(v) + 1 for v in labels.values()])
+        for method, r in shown.items():
             n = f" (n={r['n']})" if repeats else ""
             score = r.get("selection_score")
-            lines.append(f"      {method:<22} test mAP {_pm(r['test_mAP_mean'], r['test_mAP_sd'])}"
-                         f"{n}" + (f"  [selection {score:.2f}]" if score is not None else "")
+            f1 = "".join(f"  {k} {r[k + '_mean']:.2f}" for k in ("OF1", "CF1")
+                         if r.get(k + "_mean") is not None)
+            lines.append(f"      {labels[method]:<{width}} test mAP "
+                         f"{_pm(r['test_mAP_mean'], r['test_mAP_sd'])}{n}{f1}"
+                         + (f"  [selection {score:.2f}]" if score is not None else "")
                          + f"  trial {r['selected_trial']}")
+            sn = r.get("search_noise") or {}
+            if sn.get("selection_range") is not None:
+                noise.append(sn["selection_range"])
         for other, d in entry["paired_differences"].items():
-            lines.append(f"      {d['reference']} - {other:<14} {_pm(d['mean'], d['sd'])}"
-                         f" (paired, n={d['n']})")
+            if d.get("same_as"):
+                continue
+            name = labels.get(other, other)
+            ci = d.get("ci")
+            interval = (f"; 95% t CI [{ci['low']:.2f}, {ci['high']:.2f}]"
+                        + ("" if ci["significant"] else ", not significant") if ci else "")
+            lines.append(f"      {d['reference']} - {name:<14} {_pm(d['mean'], d['sd'])}"
+                         f" (paired, n={d['n']}{interval})")
+        for e in entry.get("equivalences") or []:
+            lines.append(f"      note: {e['reason']}")
         if entry.get("unfinished"):
             lines.append(f"      unfinished: {', '.join(entry['unfinished'])}")
+    if not repeats:
+        lines.append("  no repeats: one run per cell, so this ranking is unsupported"
+                     + (f"; the best trials of a study differ by up to {max(noise):.2f} in "
+                        f"selection score (search noise)" if noise else "")
+                     + " (budget.repeats >= 2 gives a spread and confidence intervals)")
     return lines
 
 
@@ -202,6 +232,9 @@ def run_report_command(argv: Sequence[str]) -> int:
                                             "and figures/*.png. Ray need not be running.")
     p.add_argument("experiment_dir", help="the experiment folder (storage_path/name)")
     p.add_argument("--out", default=None, help="default: EXPERIMENT_DIR/report")
+    p.add_argument("--relative-to", default=None, metavar="DIR",
+                   help="write every path in the report relative to DIR (a report to commit, "
+                        "e.g. docs/demo: --relative-to .)")
     ns = p.parse_args(list(argv))
     setup_logging()
     import importlib.util
@@ -211,9 +244,7 @@ def run_report_command(argv: Sequence[str]) -> int:
     if importlib.util.find_spec("matplotlib") is None:
         raise ConfigError("'report' draws its figures with matplotlib, which is not installed; "
                           "install it with pip install 'pu-mlc[search]'")
-    from .report import write_report
-
-    written = write_report(ns.experiment_dir, ns.out)
+    written = write_report_to(ns.experiment_dir, ns.out, relative_to=ns.relative_to)
     results = written["results"]
     if results["partial"]:
         print(f"partial experiment: {len(results['unfinished'])} unfinished stud(y/ies): "
@@ -221,6 +252,72 @@ def run_report_command(argv: Sequence[str]) -> int:
     print(f"report written to {written['report_md']} ({len(written['figures'])} figure(s), "
           f"results.json alongside)")
     return 0
+
+
+def tensorboard_command(experiment: str | Path) -> str:
+    """The command that shows an experiment's TensorBoard runs: TensorBoard on its folder, or
+    ``pu-mlc tensorboard`` for one in an object store (it copies the runs down first)."""
+    if is_remote(str(experiment)):
+        return f"pu-mlc tensorboard '{experiment}'"
+    return f"tensorboard --logdir {Path(experiment) / 'tensorboard'}"
+
+
+def run_tensorboard_command(argv: Sequence[str]) -> int:
+    """Show an experiment's TensorBoard runs: for one in an object store, copy them to a local
+    folder first (TensorBoard reads local folders; its own s3:// support needs TensorFlow)."""
+    p = ArgumentParser(prog="pu-mlc tensorboard", allow_abbrev=False,
+                       description=run_tensorboard_command.__doc__ + " Prints the command that "
+                       "starts TensorBoard on the runs; run it again to fetch new epochs.")
+    p.add_argument("experiment_dir", help="the experiment (storage_path/name): a folder, or "
+                                          "an object-store URI such as s3://bucket/prefix/name")
+    p.add_argument("--out", default=None,
+                   help="local folder for the runs (default: ./<name>-tensorboard)")
+    ns = p.parse_args(list(argv))
+    setup_logging()
+    from pu_mlc.files import check_writable_dir
+
+    from .store import open_experiment
+
+    store, spec = open_experiment(ns.experiment_dir)
+    if not store.remote:
+        print(f"tensorboard --logdir {store.tensorboard_dir}")
+        return 0
+    out = Path(ns.out or f"{spec.name}-tensorboard").resolve()
+    check_writable_dir(out, "TensorBoard folder (--out)")
+    copied = store.download(store.tensorboard_dir, out)
+    print(f"{copied} file(s) of {store.uri(store.tensorboard_dir)} copied to {out}\n"
+          f"  tensorboard --logdir {out}")
+    return 0
+
+
+def write_report_to(experiment: str | Path, out: Optional[str | Path] = None,
+                    relative_to: Optional[str | Path] = None) -> dict:
+    """The report of an experiment, written to ``out`` (a local folder) or into the experiment
+    itself; for an experiment in an object store, written to a local temporary folder first and
+    uploaded to its ``report/`` (the figures are drawn with local files)."""
+    import shutil
+    import tempfile
+
+    from .report import write_report
+    from .storage import is_remote
+    from .store import ExperimentStore
+
+    if out or not is_remote(str(experiment)):
+        return write_report(experiment, out, relative_to=relative_to)
+    store = ExperimentStore(str(experiment))
+    local = Path(tempfile.mkdtemp(prefix="pumlc-report-"))
+    try:
+        written = write_report(experiment, local, relative_to=relative_to)
+        store.upload(local, store.report_dir)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    remote = store.report_dir
+    written["report_md"] = store.uri(remote / "report.md")
+    written["results_json"] = store.uri(remote / "results.json")
+    written["figures"] = [store.uri(remote / Path(f).relative_to(local).as_posix())
+                          for f in written["figures"]]
+    written["out_dir"] = store.uri(remote)
+    return written
 
 
 def run_demo_command(argv: Sequence[str]) -> int:
@@ -248,7 +345,8 @@ def run_demo_command(argv: Sequence[str]) -> int:
 #: The search's commands of ``pu-mlc`` (registered in pyproject.toml under the entry-point
 #: group ``pu_mlc.commands``; ``train_entry.py`` passes them directly).
 COMMANDS = {"search": run_search_command, "export": run_export_command,
-            "report": run_report_command, "demo": run_demo_command}
+            "report": run_report_command, "demo": run_demo_command,
+            "tensorboard": run_tensorboard_command}
 
 
 def main(argv: Sequence[str]) -> int:

@@ -399,7 +399,8 @@ def pinned_to(node_id: str):
     return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
 
 
-def check_shared_storage(storage_path: Path, where: str, timeout_s: float = 600.0) -> list[str]:
+def check_shared_storage(storage_path: str | Path, where: str, storage=None,
+                         timeout_s: float = 600.0) -> list[str]:
     """Refuse a ``storage_path`` that is not the same storage on every node of the cluster.
 
     The driver writes a marker under ``storage_path``; a Ray task pinned to each alive node reads
@@ -407,61 +408,74 @@ def check_shared_storage(storage_path: Path, where: str, timeout_s: float = 600.
     driver's marker, or whose marker the driver cannot see, does not share the storage: every
     trial run there would write its records, TensorBoard runs and checkpoints where nobody else
     looks (Ray checks its own checkpoints only when the first one is reported, after an epoch of
-    GPU time). Nothing is left behind: the markers are removed, and ``storage_path`` itself when
-    the check created it. Returns the IPs of the nodes checked.
+    GPU time). An object store (``storage``: a :class:`tune.storage.Storage`) is checked the
+    same way: a node without its endpoint or credentials fails here, not after its first epoch.
+    Nothing is left behind: the markers are removed, and a folder ``storage_path`` when the
+    check created it. Returns the IPs of the nodes checked.
     """
     import secrets
 
     import ray
 
+    from .storage import Storage
+
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:
         return [n.get("NodeManagerAddress", "?") for n in nodes]
-    created = not storage_path.exists()
+    location = str(storage_path)
+    storage = storage or Storage(location)
+    created = not storage.remote and not Path(storage_path).exists()
     token = secrets.token_hex(8)
-    probe = storage_path / f".pu_mlc_storage_check-{token}"
+    probe = (storage.root if storage.remote else Path(storage_path)) / \
+        f".pu_mlc_storage_check-{token}"
     try:
-        probe.mkdir(parents=True)
-        (probe / "driver").write_text(token)
+        storage.write_bytes(probe / "driver", token.encode())
 
         @ray.remote(num_cpus=0, max_retries=0)
-        def visit(folder: str, token: str, name: str) -> bool:
+        def visit(location: str, probe: str, token: str, name: str) -> bool:
             from pathlib import Path as _Path
+            from pathlib import PurePosixPath
 
-            here = _Path(folder)
+            from tune.storage import Storage as _Storage
+
+            here = _Storage(location)
+            where = PurePosixPath(probe) if here.remote else _Path(probe)
             try:
-                seen = (here / "driver").read_text() == token
-                (here / name).write_text(token)
+                seen = here.read_bytes(where / "driver") == token.encode()
+                here.write_bytes(where / name, token.encode())
             except OSError:
                 return False
             return seen
 
         refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})":
                 visit.options(scheduling_strategy=pinned_to(n["NodeID"]),
-                              name="pu_mlc:storage-check").remote(str(probe), token,
-                                                                  f"node-{n['NodeID']}")
+                              name="pu_mlc:storage-check").remote(
+                                  storage.uri(storage.root), str(probe), token,
+                                  f"node-{n['NodeID']}")
                 for n in nodes}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
         bad = []
         for (node, ref), n in zip(refs.items(), nodes):
             answered = ref in ready and ray.get(ref)
-            back = probe / f"node-{n['NodeID']}"
-            if not (answered and back.exists() and back.read_text() == token):
+            if not (answered and storage.read_bytes(probe / f"node-{n['NodeID']}")
+                    == token.encode()):
                 bad.append(node)
     finally:
-        import shutil
-
-        shutil.rmtree(probe, ignore_errors=True)
+        storage.delete(probe)
         if created:
             try:
-                storage_path.rmdir()                # only if still empty
+                Path(storage_path).rmdir()          # only if still empty
             except OSError:
                 pass
     if bad:
+        shown = storage.uri(storage.root) if storage.remote else str(storage_path)
+        fix = ("give every node the object store's endpoint and credentials (the AWS_* / "
+               "GOOGLE_* variables or an instance role)" if storage.remote else
+               f"mount one shared file system (NFS) at {shown} on every node, or point "
+               f"storage_path at a folder that is shared")
         raise ConfigError(
-            f"{where}: storage_path = {storage_path} is not one storage for the whole Ray "
-            f"cluster: {len(bad)} of {len(nodes)} node(s) do not see what is written there "
-            f"({', '.join(bad)}); every node writes the trials' records and checkpoints there, so "
-            f"mount one shared file system (NFS) at {storage_path} on every node, or point "
-            f"storage_path at a folder that is shared")
+            f"{where}: storage_path = {shown} is not one storage for the whole Ray cluster: "
+            f"{len(bad)} of {len(nodes)} node(s) do not see what is written there "
+            f"({', '.join(bad)}); every node writes the trials' records and checkpoints there, "
+            f"so {fix}")
     return [n["NodeManagerAddress"] for n in nodes]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import csv
 import logging
 import shlex
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -42,10 +44,36 @@ def collect_trials(experiment_dir: str | Path) -> list[TrialRecord]:
 
 def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] = None) -> dict:
     """Write ``exports/<study>/best_config.yaml``, ``command.sh`` (the selected trial of each
-    study), ``all_trials.csv``, ``best.json`` and ``timing.json``."""
+    study), ``all_trials.csv``, ``best.json`` and ``timing.json``: into ``out_dir``, or into the
+    experiment's ``exports/`` (in its bucket, for an experiment in an object store). An
+    experiment in an object store exported to a local ``out_dir`` (a laptop) also gets each
+    selected trial's weights there (``<study>/best.pt``), for ``pu-mlc evaluate``/``predict``."""
     store, spec = open_experiment(experiment_dir)
-    out = Path(out_dir).resolve() if out_dir else store.exports_dir
-    check_writable_dir(out, "export folder (--out)")
+    if out_dir:
+        out = Path(out_dir).resolve()
+        check_writable_dir(out, "export folder (--out)")
+    elif not store.remote:
+        out = Path(store.exports_dir)
+        check_writable_dir(out, "export folder (--out)")
+    else:
+        out = Path(tempfile.mkdtemp(prefix="pumlc-export-"))      # uploaded, then removed
+    uploaded = store.remote and not out_dir
+    shown = ((lambda p: store.uri(store.exports_dir / p.relative_to(out).as_posix()))
+             if uploaded else str)
+    try:
+        result = _export(store, spec, out, shown,
+                         fetch_weights=store.remote and bool(out_dir))
+        if uploaded:
+            store.upload(out, store.exports_dir)
+        return result
+    finally:
+        if store.remote and not out_dir:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _export(store: ExperimentStore, spec, out: Path, shown, fetch_weights: bool) -> dict:
+    """Write the export into the local folder ``out``; ``shown(path)`` names a written file
+    where the user will find it (the bucket, for an export uploaded there)."""
     out.mkdir(parents=True, exist_ok=True)
     studies = read_experiment(store, spec)
     records = [t for s in studies.values() for t in s.trials]
@@ -61,20 +89,28 @@ def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] 
         study_out = out / name
         study_out.mkdir(exist_ok=True)
         cfg = exported_config(cfg)
-        store.write_text(study_out / "best_config.yaml", config_header(best) + cfg.to_yaml())
-        threads = trial_threads(best)
+        defined = spec.study(name)
+        store.write_text(study_out / "best_config.yaml",
+                         config_header(best, defined.methods, defined.equivalence)
+                         + cfg.to_yaml())
+        threads = trial_threads(store, best)
         command = reproduce_command(cfg, workers)
         store.write_text(study_out / "command.sh", command_script(best, command, threads))
         (study_out / "command.sh").chmod(0o755)
+        weights = store.uri(best.weights_file) if best.has_weights else None
+        if fetch_weights and best.has_weights:
+            data = store.storage.read_bytes(best.weights_file)
+            if data is not None:
+                (study_out / "best.pt").write_bytes(data)
+                weights = str(study_out / "best.pt")
         best_per_study[name] = {
             "study": name, "task": best.task, "method": best.method, "prob": best.prob,
             "seed": best.seed, "mask_seed": best.mask_seed, "trial_id": best.trial_id,
             "status": best.status, "epochs": best.epochs,
             "selection_score": best.selection_score,
             "selected_weights": best.selected_weights, "selected_epoch": best.selected_epoch,
-            "test_mAP": best.test_map, "params": best.params,
-            "weights": str(best.weights_file) if best.has_weights else None,
-            "config": str(study_out / "best_config.yaml"), "command": command,
+            "test_mAP": best.test_map, "params": best.params, "weights": weights,
+            "config": shown(study_out / "best_config.yaml"), "command": command,
             "omp_num_threads": threads}
     store.write_json(out / "best.json", best_per_study)
     timing = timing_summary(records)
@@ -84,7 +120,7 @@ def export_experiment(experiment_dir: str | Path, out_dir: Optional[str | Path] 
         log.warning("partial experiment: %d of %d studies have not finished their search (%s); "
                     "their best so far is exported", len(unfinished), len(studies),
                     ", ".join(unfinished))
-    return {"exports": str(out), "tasks": best_per_study, "trials": len(records),
+    return {"exports": shown(out), "tasks": best_per_study, "trials": len(records),
             "timing": timing, "unfinished": unfinished}
 
 
@@ -120,20 +156,25 @@ def reproduce_command(cfg, num_workers: int) -> str:
     return cfg.to_cli(program=program)
 
 
-def trial_threads(trial: TrialRecord) -> Optional[int]:
+def trial_threads(store: ExperimentStore, trial: TrialRecord) -> Optional[int]:
     """The intra-op thread count the trial's processes ran with (recorded by the engine)."""
-    metrics = ExperimentStore.read_json(trial.path / "metrics.json") or {}
+    metrics = store.read_json(trial.path / "metrics.json") or {}
     threads = (metrics.get("environment") or {}).get("torch_threads")
     return int(threads) if isinstance(threads, int) and threads > 0 else None
 
 
-def config_header(trial: TrialRecord) -> str:
+def config_header(trial: TrialRecord, methods: tuple[str, ...] = (),
+                  equivalence: str = "") -> str:
     """Comment lines that say which trial a ``best_config.yaml`` is (the YAML stays a plain
-    ``TrainConfig``: ``pu-mlc train --config`` reads it)."""
+    ``TrainConfig``: ``pu-mlc train --config`` reads it). A study that stands for several
+    methods (the same training at full labels) names them all, and why."""
     score = "-" if trial.selection_score is None else f"{trial.selection_score:.4f}"
     test = "-" if trial.test_map is None else f"{trial.test_map:.4f}"
+    method = " = ".join(methods) if len(methods) > 1 else trial.method
+    why = f"#   one study for {method}: {equivalence}\n" if len(methods) > 1 and equivalence \
+        else ""
     return (f"# pu-mlc export: the selected trial of study {trial.study}\n"
-            f"#   task {trial.task}, method {trial.method}, prob {trial.prob:g}\n"
+            f"#   task {trial.task}, method {method}, prob {trial.prob:g}\n{why}"
             f"#   trial {trial.trial_id} ({trial.status}, {trial.epochs} epoch(s)); selection "
             f"score {score}; selected weights: {trial.selected_weights or '-'} at epoch "
             f"{trial.selected_epoch or '-'}; test mAP {test}\n"

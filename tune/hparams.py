@@ -66,18 +66,19 @@ def _union(old, new):
 def write_hparams_experiment(store: ExperimentStore, spec: SearchSpec) -> None:
     """Write the experiment's HParams definition into ``tensorboard/`` (once: a resumed search
     finds it there)."""
-    from google.protobuf import struct_pb2
+    import tempfile
     import time
+    from pathlib import Path
 
+    from google.protobuf import struct_pb2
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-    folder = store.tensorboard_dir
-    if folder.is_dir() and any(folder.glob("events.out.tfevents.*")):
+    if any(name.startswith("events.out.tfevents.") and not is_dir
+           for name, is_dir in store.storage.list_dir(store.tensorboard_dir)):
         return
-    folder.mkdir(parents=True, exist_ok=True)
     hparams, metrics = experiment_columns(spec)
     infos = []
     for name, domain in hparams.items():
@@ -106,9 +107,11 @@ def write_hparams_experiment(store: ExperimentStore, spec: SearchSpec) -> None:
         tag=metadata.EXPERIMENT_TAG,
         metadata=SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
             plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())))])
-    writer = EventFileWriter(str(folder))
-    try:
-        writer.add_event(Event(wall_time=time.time(), summary=summary))
-        writer.flush()
-    finally:
-        writer.close()
+    with tempfile.TemporaryDirectory(prefix="pumlc-hparams-") as local:
+        writer = EventFileWriter(local)
+        try:
+            writer.add_event(Event(wall_time=time.time(), summary=summary))
+            writer.flush()
+        finally:
+            writer.close()
+        store.upload(Path(local), store.tensorboard_dir)     # the experiment's root run

@@ -36,10 +36,11 @@ from typing import Any, Optional
 
 import yaml
 
-from pu_mlc.config import read_yaml_file
+from pu_mlc.config import load_yaml_text
 from pu_mlc.errors import ConfigError
 
 from .space import SearchSpec, Study
+from .storage import OBJECT_STORES
 from .store import (JOURNAL_SCHEME, STATUSES, ExperimentStore, StudyRecords,
                     read_experiment)
 
@@ -47,18 +48,18 @@ log = logging.getLogger(__name__)
 
 def check_experiment_dir(spec: SearchSpec, resume: bool) -> None:
     """A new search never writes into an earlier experiment; --resume needs the same space."""
-    saved = ExperimentStore(spec.experiment_dir).search_space_file
+    store = ExperimentStore(spec.experiment_dir)
+    saved = store.search_space_file
     if resume:
-        if not saved.exists():
+        if not store.exists(saved):
             raise ConfigError(f"--resume: no experiment at {spec.experiment_dir} (no "
                               f"search_space.yaml); run without --resume to start it")
-        earlier = read_yaml_file(saved, flag="--resume", example="search_space.yaml",
-                                 kind="search space file")
+        earlier = load_yaml_text((store.read_text(saved) or ""), f"--resume: {saved}")
         if earlier != _comparable(spec.raw):
             raise ConfigError(f"--resume: {saved} differs from {spec.source}; resume with the "
                               f"same space (and --set overrides) or choose a new name")
         return
-    if saved.exists():
+    if store.exists(saved):
         raise ConfigError(f"experiment {spec.experiment_dir} already exists; pass --resume to "
                           f"continue it, or change 'name' in {spec.source} (or --set name=...)")
 
@@ -68,40 +69,49 @@ def _comparable(raw: dict) -> dict:
 
 
 def resolve_storage(spec: SearchSpec, on_cluster: Optional[bool] = None) -> SearchSpec:
-    """The spec with ``storage_path`` as a local folder and its study database settled, before
-    Ray starts: a ``file://`` URI is turned into its path; any other URI is refused, naming the
-    key. Without ``study_storage`` the Optuna studies go to a SQLite file in the experiment on
-    one machine, and on a cluster (``on_cluster``, default: RAY_ADDRESS set) to Optuna's journal
-    file there (:data:`tune.store.JOURNAL_SCHEME`: made for a shared file system, where SQLite's
-    locking is unreliable); an experiment that already has one keeps it."""
+    """The spec with ``storage_path`` and its study database settled, before Ray starts: a
+    ``file://`` URI is turned into its folder; an object-store URI (``s3://``, ``gs://`` ...,
+    pyarrow's query options allowed) stays a URI: every file of the experiment is then written
+    through :mod:`tune.storage`. The Optuna studies go, without ``study_storage``, to a SQLite
+    file in the experiment on one machine and to Optuna's journal file there on a cluster
+    (``on_cluster``, default: RAY_ADDRESS set), made for a shared file system where SQLite's
+    locking is unreliable; an experiment that already has one keeps it. An object store holds
+    no database: there ``study_storage`` must be given, which is said in one line."""
     from .cluster import joins_existing_cluster
 
-    text = str(spec.raw.get("storage_path", ""))
-    local = spec.storage_path
-    if "://" in text:
-        parsed = urllib.parse.urlparse(text)
-        where = f"{spec.source}: storage_path = {text!r}"
-        if parsed.scheme.lower() != "file":
-            raise ConfigError(
-                f"{where}: only a local folder or a file:// URI is supported (the trials' files, "
-                f"TensorBoard runs, exports and reports are written as files); on a multi-node "
-                f"cluster mount shared storage (NFS, a mounted bucket) at the same path on every "
-                f"node and give that path")
-        if parsed.netloc not in ("", "localhost"):
-            raise ConfigError(f"{where}: a file:// URI names a local path (file:///abs/path); "
-                              f"host {parsed.netloc!r} is not supported")
-        local = Path(urllib.parse.unquote(parsed.path))
-        if not local.is_absolute():
-            raise ConfigError(f"{where}: the path of a file:// URI must be absolute")
+    location = spec.storage_path
+    if isinstance(location, str):
+        parsed = urllib.parse.urlparse(location)
+        scheme = parsed.scheme.lower()
+        where = f"{spec.source}: storage_path = {location!r}"
+        if scheme == "file":
+            if parsed.netloc not in ("", "localhost"):
+                raise ConfigError(f"{where}: a file:// URI names a local path "
+                                  f"(file:///abs/path); host {parsed.netloc!r} is not supported")
+            location = Path(urllib.parse.unquote(parsed.path))
+            if not location.is_absolute():
+                raise ConfigError(f"{where}: the path of a file:// URI must be absolute")
+        elif scheme not in OBJECT_STORES:
+            raise ConfigError(f"{where}: unknown scheme {scheme!r}; give a folder every node "
+                              f"mounts, a file:// URI, or an object store ("
+                              f"{', '.join(s + '://' for s in OBJECT_STORES)})")
+        elif not parsed.netloc:
+            raise ConfigError(f"{where}: name the bucket, e.g. s3://my-bucket/experiments")
     study = spec.raw.get("study_storage")
+    if not study and isinstance(location, str):
+        raise ConfigError(
+            f"{spec.source}: storage_path = {location!r} is an object store, where the Optuna "
+            f"study database cannot live: set study_storage to a database server (--set "
+            f"study_storage=postgresql+psycopg://USER:PASSWORD@HOST/DB) or a file on the "
+            f"driver's node (--set study_storage=journal:///var/lib/pu-mlc/optuna.journal)")
     if not study:
-        store = ExperimentStore(local / spec.name)
+        store = ExperimentStore(location / spec.name)
         cluster = joins_existing_cluster() if on_cluster is None else on_cluster
         if store.optuna_file.exists() or (not store.journal_file.exists() and not cluster):
             study = f"sqlite:///{store.optuna_file}"
         else:
             study = f"{JOURNAL_SCHEME}://{store.journal_file}"
-    return dataclasses.replace(spec, storage_path=local, study_storage=study)
+    return dataclasses.replace(spec, storage_path=location, study_storage=study)
 
 
 def run_search(spec: SearchSpec, resume: bool = False) -> dict:
@@ -119,14 +129,14 @@ def run_search(spec: SearchSpec, resume: bool = False) -> dict:
     available = ray.cluster_resources()
     slots = check_cluster_fits(spec, available)         # before anything is written
     check_experiment_dir(spec, resume)
-    nodes = check_shared_storage(spec.storage_path, spec.source)
-    store.root.mkdir(parents=True, exist_ok=True)
+    nodes = check_shared_storage(spec.storage_path, spec.source, store.storage)
+    store.storage.make_dir(store.root)
     store.write_text(store.search_space_file,
                      yaml.safe_dump(_comparable(spec.raw), sort_keys=False))
     write_hparams_experiment(store, spec)       # TensorBoard's HParams columns, every study's
     open_study_storage(spec.study_storage)      # creates the schema once, before the studies
     driver = this_node()
-    clock = LegClock(store.legs_file, resumed=resume,
+    clock = LegClock(store, resumed=resume,
                      cluster={"driver": driver, "nodes": nodes})
     try:
         runner = StudyRunner(spec, resume, slots, use_slot_resource=TRIAL_SLOT in available,
@@ -134,7 +144,7 @@ def run_search(spec: SearchSpec, resume: bool = False) -> dict:
         runner.run()
     finally:
         legs = clock.stop()
-    summary = build_summary(spec, read_experiment(store, spec), legs, slots,
+    summary = build_summary(spec, read_experiment(store, spec), legs, slots, store=store,
                             size_bytes=store.size_on_disk(), stages=runner.records,
                             slot_resource=TRIAL_SLOT in available)
     store.write_json(store.summary_file, summary)
@@ -212,7 +222,10 @@ class StudyRunner:
         return self.selected
 
     def _same_method(self, study: Study) -> list[Study]:
-        return [s for s in self.spec.studies if s.method == study.method and s is not study]
+        """The other studies of any method this study's results belong to (a study that
+        stands for two methods at full labels is a neighbour of both)."""
+        mine = set(study.methods)
+        return [s for s in self.spec.studies if s is not study and mine & set(s.methods)]
 
     def _finished(self, study: Study) -> bool:
         return study.name in self.selected
@@ -223,7 +236,7 @@ class StudyRunner:
         if self.spec.warm_start != "neighbours":
             return True
         peers = self._same_method(study)
-        first = next(s for s in self.spec.studies if s.method == study.method)
+        first = next(s for s in self.spec.studies if set(s.methods) & set(study.methods))
         return study is first or not peers or any(self._finished(s) for s in peers)
 
     def _warm_points(self, study: Study) -> list[dict]:
@@ -252,7 +265,7 @@ class StudyRunner:
 def build_summary(spec: SearchSpec, studies: dict[str, StudyRecords], legs: list[dict],
                   slots: int, size_bytes: Optional[int] = None,
                   stages: Optional[dict[tuple[str, str], dict]] = None,
-                  slot_resource: bool = True) -> dict:
+                  slot_resource: bool = True, store: Optional[ExperimentStore] = None) -> dict:
     """``summary.json``: per task each method's result and the paired differences; per study
     its trials (the store's records) and counts; totals, wall time over all legs, how busy the
     trial slots were, and the experiment's size on disk."""
@@ -301,7 +314,7 @@ def build_summary(spec: SearchSpec, studies: dict[str, StudyRecords], legs: list
             "busy_utilisation": (busy / (slots * wall)) if slots and wall else None,
             "size_on_disk_bytes": size_bytes,
             "reference_method": reference_method(spec), "repeats": spec.repeats,
-            "tasks": compare_methods(spec, studies), "studies": out_studies}
+            "tasks": compare_methods(spec, studies, store=store), "studies": out_studies}
 
 
 class LegClock:
@@ -309,14 +322,13 @@ class LegClock:
     earlier legs: updated every few seconds, so a leg that is killed still counts (up to the
     last update) when ``--resume`` adds the next one."""
 
-    def __init__(self, path: Path, resumed: bool, every_s: float = 5.0,
+    def __init__(self, store: ExperimentStore, resumed: bool, every_s: float = 5.0,
                  cluster: Optional[dict] = None) -> None:
-        self.path = path
+        self.store = store
+        self.path = store.legs_file
         self.t0 = time.monotonic()
-        try:
-            self.legs = json.loads(path.read_text()) if resumed else []
-        except (FileNotFoundError, json.JSONDecodeError):
-            self.legs = []
+        earlier = store.read_json(self.path) if resumed else None
+        self.legs = earlier if isinstance(earlier, list) else []
         self.legs.append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
                           "resumed": resumed, "seconds": 0.0, "completed": False,
                           **({"cluster": cluster} if cluster else {})})
@@ -332,9 +344,10 @@ class LegClock:
 
     def _write(self, completed: bool = False) -> None:
         self.legs[-1].update(seconds=round(time.monotonic() - self.t0, 3), completed=completed)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.legs, indent=2))
-        tmp.replace(self.path)
+        try:
+            self.store.write_json(self.path, self.legs)
+        except OSError as err:                 # a storage hiccup never stops the search
+            log.warning("legs.json not updated: %s", err)
 
     def stop(self) -> list[dict]:
         self._stop.set()

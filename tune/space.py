@@ -18,10 +18,14 @@ Schema (all keys; ``?`` = optional, default after ``=``)::
 
     name: str                        # experiment name: folder under storage_path
     storage_path?: str = experiments # results root (absolute, or relative to the working dir);
-                                     # on a multi-node cluster: a shared file system (NFS;
-                                     # a file:// URI works, s3:// and gs:// are refused)
-    study_storage?: str = null       # SQLAlchemy URL of the Optuna study;
-                                     # default sqlite:///<storage_path>/<name>/optuna.sqlite3
+                                     # on a multi-node cluster: a shared file system (NFS,
+                                     # checked on every node) or an object store
+                                     # (s3://bucket/prefix?options, gs://...; a file:// URI works)
+    study_storage?: str = null       # the Optuna studies: an SQLAlchemy URL (sqlite, postgresql+
+                                     # psycopg://...) or journal:///path (Optuna's journal file);
+                                     # default sqlite:///<storage_path>/<name>/optuna.sqlite3,
+                                     # on a cluster journal:///<storage_path>/<name>/optuna.journal;
+                                     # required with an object store
     seed?: int = 0                   # base of every study's sampler seed (each study draws
                                      # its own points; reproducible with 1 concurrent trial)
     budget:
@@ -77,12 +81,15 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from pu_mlc.choices import FULL_LABEL_REASON, loss_at
 from pu_mlc.config import TrainConfig, coerce_field
 from pu_mlc.errors import ConfigError, listed, shown
+
+from .storage import join_uri
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 SCHEDULERS = ("asha", "none")
@@ -147,7 +154,13 @@ class Task:
 
 @dataclass(frozen=True)
 class Study:
-    """One (task x method) pair: one Optuna study, one Tune experiment, one trial budget."""
+    """One (task x method) pair: one Optuna study, one Tune experiment, one trial budget.
+
+    Methods that train identically at a task (their losses equal the same loss there, e.g.
+    partial BCE and assume-negative BCE are both BCE at full labels, and everything else is the
+    same) share one study: it is named after the first of them, ``aliases`` lists the others
+    and ``equivalence`` says why. Running them twice would spend the budget on search noise.
+    """
 
     name: str                          # the task's name, or "<task>.<method>" with methods
     task: str
@@ -156,10 +169,17 @@ class Study:
     search: dict[str, Distribution]    # what this method searches (and nothing else)
     first_trial: dict[str, Any]
     sampler_seed: int                  # distinct per study: tasks must not draw the same points
+    aliases: tuple[str, ...] = ()      # further methods this study stands for (same training)
+    equivalence: str = ""              # why they are one study, in words ("" without aliases)
 
     @property
     def prob(self) -> float:
         return self.base.prob
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Every method this study's results belong to: its own, then its aliases."""
+        return (self.method, *self.aliases)
 
 
 @dataclass(frozen=True)
@@ -195,7 +215,7 @@ class Checkpoints:
 class SearchSpec:
     name: str
     source: str
-    storage_path: Path
+    storage_path: str | Path           # a folder, or an object-store URI (s3://...)
     study_storage: str
     seed: int
     trials_per_task: int
@@ -215,8 +235,9 @@ class SearchSpec:
     checkpoints: Checkpoints = Checkpoints()
 
     @property
-    def experiment_dir(self) -> Path:
-        return self.storage_path / self.name
+    def experiment_dir(self) -> str | Path:
+        return join_uri(self.storage_path, self.name) if isinstance(self.storage_path, str) \
+            else self.storage_path / self.name
 
     def task(self, name: str) -> Task:
         for t in self.tasks:
@@ -252,9 +273,13 @@ def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
         raise ConfigError(f"{where}: name = {shown(name)} may only use letters, digits, '_', '-', "
                           f"'.' and may not start with '.' (it becomes the folder "
                           f"storage_path/name, so '..' or '/' would leave storage_path)")
-    storage_path = Path(str(raw.get("storage_path", "experiments")))
-    if "://" not in str(storage_path) and not storage_path.is_absolute():
-        storage_path = (base_dir / storage_path).resolve()
+    location = _expect(raw.get("storage_path", "experiments"), str, f"{where}: storage_path")
+    if "://" in location:
+        storage_path: str | Path = location        # a URI: tune.search.resolve_storage reads it
+    else:
+        storage_path = Path(location)
+        if not storage_path.is_absolute():
+            storage_path = (base_dir / storage_path).resolve()
     seed = _expect(raw.get("seed", 0), int, f"{where}: seed")
 
     budget = _mapping(raw["budget"], f"{where}: budget", BUDGET_KEYS)
@@ -301,10 +326,12 @@ def parse_search_spec(raw: Mapping[str, Any], source: str = "search space",
                              seed, base_dir)
 
     study = raw.get("study_storage")
-    if study is None:
-        study = f"sqlite:///{storage_path / name / 'optuna.sqlite3'}"
+    if study is None:                     # a URI's default is settled by resolve_storage
+        study = "" if isinstance(storage_path, str) else \
+            f"sqlite:///{storage_path / name / 'optuna.sqlite3'}"
     _expect(study, str, f"{where}: study_storage")
-    _require("://" in study, f"{where}: study_storage = {shown(study)} must be an SQLAlchemy URL, "
+    _require(not study or "://" in study,
+             f"{where}: study_storage = {shown(study)} must be an SQLAlchemy URL, "
                              f"e.g. sqlite:////abs/path/study.db or postgresql://user@host/db")
     return SearchSpec(name, where, storage_path, study, seed, trials, concurrent, sched_type,
                       grace, rf, resources, search, tasks, studies,
@@ -409,7 +436,47 @@ def _build_studies(raw_tasks: list, tasks: tuple[Task, ...], methods: list[dict]
             _check_corners(base, msearch, where, key)
             studies.append(Study(name, task.name, method["name"], base, msearch, first,
                                  sampler_seed(seed, name)))
-    return tuple(studies)
+    return _merge_equivalent(studies)
+
+
+def _training_key(study: Study) -> tuple:
+    """What decides a study's trials: its config with the loss replaced by the loss it computes
+    at the task's proportion (``pu_mlc.choices.loss_at``), its searched ranges, its first trial.
+    Studies of one task with equal keys train the same models."""
+    effective = loss_at(study.base.loss, study.prob)
+    base = study.base if effective == study.base.loss else study.base.replace(loss=effective)
+    return (study.task, base, tuple(sorted(study.search.items())),
+            tuple(sorted(study.first_trial.items(), key=lambda kv: kv[0])))
+
+
+def _merge_equivalent(studies: list[Study]) -> tuple[Study, ...]:
+    """One study for the methods of a task that train identically (see :class:`Study`): the
+    first of them keeps its name and seed and lists the others as aliases, with the reason."""
+    groups: dict[tuple, list[Study]] = {}
+    for study in studies:
+        groups.setdefault(_training_key(study), []).append(study)
+    out = []
+    for group in groups.values():
+        first = group[0]
+        if len(group) == 1:
+            out.append(first)
+            continue
+        names = [s.method for s in group]
+        effective = loss_at(first.base.loss, first.prob)
+        losses = list(dict.fromkeys(s.base.loss for s in group))
+        if len(losses) > 1:
+            why = ", ".join(FULL_LABEL_REASON[loss] for loss in losses
+                            if loss in FULL_LABEL_REASON)
+            cause = (f"at prob={first.prob:g} every label is known, so "
+                     f"{'both' if len(losses) == 2 else 'all'} losses compute {effective}"
+                     + (f" ({why}, and there are none)" if why else ""))
+        else:
+            cause = f"they set the same loss ({effective})"
+        reason = (f"{' and '.join(names)} are one study ({first.name}): {cause}; their other "
+                  f"fields, searched ranges and first trial are the same, so they would train "
+                  f"the same models")
+        out.append(replace(first, aliases=tuple(names[1:]), equivalence=reason))
+    return tuple(out)
 
 
 #: Fields naming files, made absolute against the space's folder so every trial, node and

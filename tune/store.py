@@ -43,14 +43,12 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from pu_mlc.files import read_json as _read_json_strict
-from pu_mlc.files import write_json_atomic, write_text_atomic
+from .storage import AnyPath, Storage, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +128,7 @@ class TrialRecord:
     per_class_ap: dict[str, float] = field(default_factory=dict)
     classes_without_positives: list[str] = field(default_factory=list)
     has_weights: bool = False                # best.pt is on disk
+    result: dict[str, Any] = field(default_factory=dict)    # metrics.json's result block
     busy_seconds: float = 0.0                # its workers computing: setup, epochs, checkpoints
 
     @property
@@ -160,8 +159,9 @@ class TrialRecord:
         """The trial's ``TrainConfig`` (from its ``config.yaml``), None before it was written."""
         from pu_mlc.config import TrainConfig
 
-        path = self.path / "config.yaml"
-        return TrainConfig.from_yaml(path) if path.exists() else None
+        if not self.config:
+            return None
+        return TrainConfig.from_dict(self.config, source=str(self.path / "config.yaml"))
 
     def summary(self) -> dict[str, Any]:
         """The record as plain data (``summary.json``, ``results.json``)."""
@@ -249,10 +249,22 @@ class ExperimentStore:
     """Names, writes and reads the files of one experiment folder (see the module docstring)."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        #: a local folder, or an object-store location (tune.storage): every read and write
+        #: below goes through it, so the same code serves NFS and s3://
+        self.storage = Storage(root)
+        self.root: AnyPath = self.storage.root
 
     def __repr__(self) -> str:
-        return f"ExperimentStore({str(self.root)!r})"
+        return f"ExperimentStore({self.uri(self.root)!r})"
+
+    @property
+    def remote(self) -> bool:
+        """True when the experiment lives in an object store (no shared folder)."""
+        return self.storage.remote
+
+    def uri(self, path: AnyPath) -> str:
+        """``path`` as Ray and users name it (a folder, or ``s3://...?options``)."""
+        return self.storage.uri(path)
 
     # --- layout ------------------------------------------------------------------------------
     @property
@@ -328,31 +340,43 @@ class ExperimentStore:
         return self.usage_dir / f"{study}.{stage}.jsonl"
 
     # --- plain files -------------------------------------------------------------------------
-    @staticmethod
-    def read_json(path: Path) -> Optional[Any]:
+    def read_json(self, path: AnyPath) -> Optional[Any]:
         """A JSON file's content; None when it is missing or unreadable (a reader never fails
         on a file a killed process left half-written: every writer here is atomic anyway)."""
         try:
-            return _read_json_strict(Path(path))
+            data = self.storage.read_bytes(path)
+            return None if data is None else json.loads(data)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
 
-    @staticmethod
-    def write_json(path: Path, payload: Any) -> None:
-        write_json_atomic(Path(path), payload)
+    def read_text(self, path: AnyPath) -> Optional[str]:
+        data = self.storage.read_bytes(path)
+        return None if data is None else data.decode(errors="replace")
 
-    @staticmethod
-    def write_text(path: Path, text: str) -> None:
-        write_text_atomic(Path(path), text)
+    def write_json(self, path: AnyPath, payload: Any) -> None:
+        self.storage.write_bytes(path, json.dumps(payload, indent=2).encode())
 
-    def append_jsonl(self, path: Path, line: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+    def write_text(self, path: AnyPath, text: str) -> None:
+        self.storage.write_bytes(path, text.encode())
+
+    def append_jsonl(self, path: AnyPath, line: dict) -> None:
+        self.storage.append_line(path, json.dumps(line))
+
+    def exists(self, path: AnyPath) -> bool:
+        return self.storage.exists(path)
+
+    def upload(self, local_dir: Path, dest: AnyPath) -> int:
+        """Copy a local folder's files into the experiment (a trial's staged records, a report
+        written locally); nothing there is deleted."""
+        return self.storage.upload(local_dir, dest)
+
+    def download(self, src: AnyPath, local_dir: Path) -> int:
+        """Copy a folder of the experiment to a local folder (TensorBoard runs, weights)."""
+        return self.storage.download(src, local_dir)
 
     # --- stages ------------------------------------------------------------------------------
     def stage_done(self, stage: str, study: str) -> bool:
-        return self.done_marker(stage, study).exists()
+        return self.exists(self.done_marker(stage, study))
 
     def stage_record(self, stage: str, study: str) -> Optional[dict]:
         """What the finished stage recorded in its done marker (None: not finished)."""
@@ -381,7 +405,7 @@ class ExperimentStore:
         """Add ``values`` to a trial's ``trial.json`` (e.g. its wall time once it ended)."""
         path = self.trial_dir(study, trial_id) / TRIAL_FILE
         current = self.read_json(path)
-        if current is None and not path.parent.exists():
+        if current is None and not self.exists(path.parent):
             return                      # never started: nothing to note on
         self.write_json(path, {**(current or {}), **values})
 
@@ -412,17 +436,14 @@ class ExperimentStore:
 
     # --- trials: reading ---------------------------------------------------------------------
     def trial_ids(self, study: str) -> list[str]:
-        folder = self.trials_dir(study)
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if p.is_dir())
+        return [name for name, is_dir in self.storage.list_dir(self.trials_dir(study)) if is_dir]
 
     def read_trial(self, study: str, trial_id: str, *, task: Optional[str] = None,
                    method: Optional[str] = None) -> TrialRecord:
         folder = self.trial_dir(study, trial_id)
         meta = self.read_json(folder / TRIAL_FILE) or {}
         metrics = self.read_json(folder / "metrics.json")
-        config = _read_yaml_mapping(folder / "config.yaml")
+        config = _yaml_mapping(self.storage.read_bytes(folder / "config.yaml"))
         history = list((metrics or {}).get("history") or [])
         result = (metrics or {}).get("result") or {}
         score = _number(result.get("selection_score"))
@@ -463,12 +484,14 @@ class ExperimentStore:
             per_class_ap={str(k): float(v) for k, v in (summary.get("per_class_ap") or {})
                           .items() if _number(v) is not None},
             classes_without_positives=list(summary.get("classes_without_positives") or []),
-            has_weights=(folder / "checkpoints" / "best.pt").exists(),
+            has_weights=self.exists(folder / "checkpoints" / "best.pt"), result=dict(result),
             busy_seconds=_busy_seconds(metrics))
 
     def _workers(self, folder: Path) -> list[dict]:
         """The last recorded placement of each DDP rank of a trial."""
-        found = [self.read_json(p) for p in sorted((folder / "workers").glob("rank*.json"))]
+        found = [self.read_json(folder / "workers" / name)
+                 for name, is_dir in self.storage.list_dir(folder / "workers")
+                 if not is_dir and name.startswith("rank") and name.endswith(".json")]
         return sorted((w for w in found if isinstance(w, dict)), key=lambda w: w.get("rank", 0))
 
     def read_study(self, study: str, *, task: Optional[str] = None,
@@ -484,11 +507,10 @@ class ExperimentStore:
         ended: it will never be resumed. Returns the bytes freed."""
         run_dir = self.train_run_dir(study, trial_id)
         freed = 0
-        for ckpt in sorted(run_dir.glob(f"{CHECKPOINT_PREFIX}*")):
-            if not ckpt.is_dir():
-                continue
-            freed += disk_usage(ckpt)
-            shutil.rmtree(ckpt, ignore_errors=True)
+        for name, is_dir in self.storage.list_dir(run_dir):
+            if is_dir and name.startswith(CHECKPOINT_PREFIX):
+                freed += self.storage.size(run_dir / name)
+                self.storage.delete(run_dir / name)
         return freed
 
     def release_ended_trials(self, study: str) -> int:
@@ -515,14 +537,26 @@ class ExperimentStore:
             candidates = [] if keep_repeats else records.stage("repeats")
         removed = []
         for t in candidates:
-            if t.weights_file.exists():
-                t.weights_file.unlink()
+            if self.exists(t.weights_file):
+                self.storage.delete(t.weights_file)
                 removed.append(t.trial_id)
         return removed
 
     def size_on_disk(self) -> int:
-        """Bytes the experiment takes on disk (hard links counted once)."""
-        return disk_usage(self.root)
+        """Bytes the experiment takes in its storage (local: hard links counted once)."""
+        return self.storage.size(self.root)
+
+    def staging_dir(self, study: str, trial_id: str) -> Path:
+        """Where a trial's engine writes its files on the node it runs on when the experiment
+        lives in an object store (they are uploaded after every epoch): a local folder, the
+        same path on every node, under the node's temp folder (``PU_MLC_STAGING_DIR``)."""
+        import hashlib
+        import tempfile
+
+        base = Path(os.environ.get("PU_MLC_STAGING_DIR") or
+                    Path(tempfile.gettempdir()) / "pu_mlc_staging")
+        key = hashlib.sha1(self.uri(self.root).encode()).hexdigest()[:12]
+        return base / key / study / trial_id
 
 
 def dashboard_command(study_storage: str) -> str:
@@ -533,27 +567,37 @@ def dashboard_command(study_storage: str) -> str:
 
 
 def open_experiment(experiment_dir: str | Path):
-    """``(store, spec)`` of an existing experiment: its store and the search spec parsed from
-    its saved ``search_space.yaml`` (a ``tune.space.SearchSpec``). A folder that is no
-    experiment, or a damaged space file, is refused in one line naming the file."""
-    from pu_mlc.config import read_yaml_file
+    """``(store, spec)`` of an existing experiment (a folder, or an object-store URI): its store
+    and the search spec parsed from its saved ``search_space.yaml`` (a
+    ``tune.space.SearchSpec``). A location that is no experiment, or a damaged space file, is
+    refused in one line naming the file."""
+    from pu_mlc.config import MAX_YAML_BYTES, load_yaml_text
     from pu_mlc.errors import ConfigError
 
     from .space import parse_search_spec
 
-    store = ExperimentStore(Path(experiment_dir).resolve())
+    location = str(experiment_dir)
+    store = ExperimentStore(location if is_remote(location) else Path(location).resolve())
     saved = store.search_space_file
-    if not saved.is_file():
-        raise ConfigError(f"{store.root} is not a pu-mlc experiment (no search_space.yaml); "
-                          f"pass the directory printed by 'pu-mlc search'")
+    shown = store.uri(saved)
     try:
-        raw = read_yaml_file(saved, flag="EXPERIMENT_DIR", example="search_space.yaml",
-                             kind="search space file")
+        data = store.storage.read_bytes(saved)
+    except OSError as err:
+        raise ConfigError(f"{shown} cannot be read ({' '.join(str(err).split())[:300]}); "
+                          f"check the location and its credentials") from None
+    if data is None:
+        raise ConfigError(f"{store.uri(store.root)} is not a pu-mlc experiment (no "
+                          f"search_space.yaml); pass the directory printed by 'pu-mlc search'")
+    try:
+        if len(data) > MAX_YAML_BYTES:
+            raise ConfigError(f"{len(data):,} bytes, over the {MAX_YAML_BYTES:,} a space may have")
+        raw = load_yaml_text(data.decode(), f"{shown}")
         if not isinstance(raw, dict):
             raise ConfigError("not a mapping")
-        spec = parse_search_spec(raw, source=str(saved), base_dir=store.root)
-    except (OSError, UnicodeDecodeError, ConfigError) as err:
-        raise ConfigError(f"{saved} is damaged or no longer a valid search space "
+        spec = parse_search_spec(raw, source=shown,
+                                 base_dir=Path.cwd() if store.remote else store.root)
+    except (UnicodeDecodeError, ConfigError) as err:
+        raise ConfigError(f"{shown} is damaged or no longer a valid search space "
                           f"({type(err).__name__}: {' '.join(str(err).split())[:300]}); it is "
                           f"written by 'pu-mlc search': restore it, or read another "
                           f"experiment") from None
@@ -567,39 +611,22 @@ def read_experiment(store: ExperimentStore, spec) -> dict[str, StudyRecords]:
 
 
 def disk_usage(path: Path) -> int:
-    """Bytes under ``path`` as the disk holds them: each inode once (a hard link is not a second
-    copy), allocated blocks where the file system reports them."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    path = Path(path)
-    if path.is_file():
-        st = path.stat()
-        return st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
-    for dirpath, _dirnames, filenames in os.walk(path):
-        for name in filenames:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
-    return total
+    """Bytes under a local ``path`` as the disk holds them (each inode once: a hard link is no
+    second copy)."""
+    return Storage(path).size(path)
 
 
-def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+def _yaml_mapping(data: Optional[bytes]) -> dict[str, Any]:
     """A trial's ``config.yaml`` as a mapping ({} when missing or unreadable), read within the
     bounds of every YAML input."""
-    from pu_mlc.config import read_yaml_file
+    from pu_mlc.config import MAX_YAML_BYTES, load_yaml_text
     from pu_mlc.errors import ConfigError
 
-    if not path.is_file():
+    if data is None or len(data) > MAX_YAML_BYTES:
         return {}
     try:
-        value = read_yaml_file(path, flag="--config", example="config.yaml", kind="config file")
-    except (OSError, ConfigError):
+        value = load_yaml_text(data.decode(), "config.yaml")
+    except (UnicodeDecodeError, ConfigError):
         return {}
     return value if isinstance(value, dict) else {}
 

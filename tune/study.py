@@ -122,10 +122,11 @@ def _run_stage(spec: SearchSpec, study: Study, stage: str, resume: bool,
         return store.stage_record(stage, study.name) or {}
     trainable = _trainable(spec, study, stage, use_slot_resource, driver_node)
     t0 = time.time()
-    if resume and tune.Tuner.can_restore(str(path)):
-        log.info("study %s: restoring its interrupted %s from %s", study.name, stage, path)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True)
+    if resume and tune.Tuner.can_restore(store.uri(path)):
+        log.info("study %s: restoring its interrupted %s from %s", study.name, stage,
+                 store.uri(path))
+        tuner = tune.Tuner.restore(store.uri(path), trainable=trainable,
+                                   resume_unfinished=True, resume_errored=True)
     else:
         tuner = new_tuner(trainable)
     grid = tuner.fit()
@@ -203,7 +204,7 @@ def _run_config(spec: SearchSpec, study: Study, stage: str):
 
     store = ExperimentStore(spec.experiment_dir)
     path = store.stage_dir(stage, study.name)
-    return tune.RunConfig(name=study.name, storage_path=str(path.parent),
+    return tune.RunConfig(name=study.name, storage_path=store.uri(path.parent),
                           failure_config=tune.FailureConfig(max_failures=0),
                           callbacks=[TrialStatusCallback(store, study.name),
                                      ClusterUsageCallback(store, study.name, stage)],
@@ -219,7 +220,8 @@ def _search_tune_config(spec: SearchSpec, study: Study, points: list[dict], slot
         metric=METRIC, mode="max", seed=study.sampler_seed,
         storage=open_study_storage(spec.study_storage),
         study_name=study_name_in_optuna(spec, study), points_to_evaluate=points or None,
-        max_epochs=spec.max_epochs(study))
+        max_epochs=spec.max_epochs(study), metric_names=[objective_name(study)],
+        study_attrs=optuna_study_attrs(spec, study))
     max_t = spec.max_epochs(study)
     if spec.scheduler == "asha" and max_t > spec.grace_period:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t,
@@ -410,9 +412,31 @@ class StudyOptunaSearch(OptunaSearch):
       restore).
     """
 
-    def __init__(self, *args, max_epochs: Optional[int] = None, **kwargs) -> None:
+    def __init__(self, *args, max_epochs: Optional[int] = None,
+                 metric_names: Optional[list[str]] = None,
+                 study_attrs: Optional[dict[str, Any]] = None, **kwargs) -> None:
+        # read by _setup_study, which OptunaSearch.__init__ calls
+        self.metric_names = list(metric_names or [])
+        self.study_attrs = dict(study_attrs or {})
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
+
+    def _setup_study(self, mode) -> None:
+        """Create (or load) the Optuna study, then name its objective and say what it is: the
+        dashboard shows the metric name instead of "Objective 0", and the task, method(s),
+        prob and protocol as the study's user attributes."""
+        import warnings
+
+        super()._setup_study(mode)
+        try:
+            with warnings.catch_warnings():       # set_metric_names is "experimental"
+                warnings.simplefilter("ignore")
+                if self.metric_names:
+                    self._ot_study.set_metric_names(self.metric_names)
+            for key, value in self.study_attrs.items():
+                self._ot_study.set_user_attr(key, value)
+        except Exception as err:        # a label is never worth a failed study
+            log.warning("could not label the Optuna study: %s: %s", type(err).__name__, err)
 
     def suggest(self, trial_id: str):
         """Optuna's suggestion for a new Ray trial, which carries the Ray trial id from the
@@ -469,6 +493,27 @@ class StudyOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(key, value)
         except Exception as err:  # never lose the result over a note
             log.warning("could not record %s in the Optuna study: %s", key, err)
+
+
+def objective_name(study: Study) -> str:
+    """The name of a study's objective (Optuna's ``metric_names``): the selection score, in
+    words; it is not the test mAP."""
+    if study.base.protocol == "paper":
+        return "selection score: test mAP (paper protocol, optimistic)"
+    return f"selection score: val mAP on {100 * study.prob:g}%-known labels"
+
+
+def optuna_study_attrs(spec: SearchSpec, study: Study) -> dict[str, Any]:
+    """What the dashboard shows about a study: its task, method(s), label proportion, loss,
+    protocol and the experiment it belongs to."""
+    attrs: dict[str, Any] = {"experiment": spec.name, "study": study.name, "task": study.task,
+                             "method": study.method, "methods": list(study.methods),
+                             "prob": study.prob, "loss": study.base.loss,
+                             "protocol": study.base.protocol,
+                             "objective": objective_name(study)}
+    if study.equivalence:
+        attrs["equivalence"] = study.equivalence
+    return attrs
 
 
 def settle_optuna_study(spec: SearchSpec, study: Study) -> dict:

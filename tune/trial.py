@@ -60,10 +60,60 @@ def trial_config(base: TrainConfig, params: dict[str, Any], store: ExperimentSto
     repeat = params.get(REPEAT_KEY)
     if repeat is not None:
         sampled.update(seed=base.seed + int(repeat), mask_seed=int(repeat))
-    return base.updated(sampled, source=f"trial {trial_id}",
-                        output_dir=str(store.trial_dir(study, trial_id)),
-                        tensorboard_dir=str(store.tensorboard_run(study, trial_id)),
-                        overwrite=True, resume=False)
+    output_dir, tensorboard_dir = trial_folders(store, study, trial_id)
+    return base.updated(sampled, source=f"trial {trial_id}", output_dir=str(output_dir),
+                        tensorboard_dir=str(tensorboard_dir), overwrite=True, resume=False)
+
+
+def trial_folders(store: ExperimentStore, study: str, trial_id: str) -> tuple[Path, Path]:
+    """Where the engine writes a trial's run and TensorBoard files: in the experiment itself
+    when it is a folder every node mounts; in a local staging folder of the node the trial runs
+    on when it lives in an object store (rank 0 uploads them after every epoch:
+    :class:`RecordSync`)."""
+    if not store.remote:
+        return Path(store.trial_dir(study, trial_id)), Path(store.tensorboard_run(study,
+                                                                                trial_id))
+    staging = store.staging_dir(study, trial_id)
+    return staging / "run", staging / "tensorboard"
+
+
+class RecordSync:
+    """Uploads a trial's staged files (its records, selected weights, TensorBoard events) from
+    the node it runs on to the experiment's object store: after every epoch, before the epoch
+    is reported (so Tune never sees an epoch whose records are not in the bucket), and once more
+    when the worker ends. Only files new or changed since the last upload go (``best.pt`` only
+    when the selection moved). A no-op when the experiment is a shared folder."""
+
+    def __init__(self, store: ExperimentStore, study: str, trial_id: str, cfg: TrainConfig,
+                 enabled: bool) -> None:
+        self.store, self.study, self.trial_id = store, study, trial_id
+        self.enabled = enabled and store.remote
+        self.pairs = [(Path(cfg.output_dir), store.trial_dir(study, trial_id)),
+                      (Path(cfg.tensorboard_dir), store.tensorboard_run(study, trial_id))]
+        self.sent: dict[Path, tuple[int, int]] = {}
+
+    def __call__(self) -> int:
+        if not self.enabled:
+            return 0
+        sent = 0
+        for local, remote in self.pairs:
+            sent += self.store.storage.upload(local, remote, skip=self.sent)
+        return sent
+
+    def finish(self) -> None:
+        """The last upload, then the staging folders go (they were temporary)."""
+        if not self.enabled:
+            return
+        try:
+            self()
+        finally:
+            staging = self.pairs[0][0].parent           # <base>/<experiment>/<study>/<trial>
+            shutil.rmtree(staging, ignore_errors=True)
+            for empty in (staging.parent, staging.parent.parent):
+                try:
+                    empty.rmdir()                       # only when no other trial uses it
+                except OSError:
+                    break
 
 
 def node_record() -> dict[str, Any]:
@@ -93,9 +143,11 @@ def train_worker(loop_config: dict) -> None:
     store.note_worker(study, trial_id, rank=rank, **where)
     scratch = _scratch_dir(store.train_run_name(study, trial_id), rank)
     checkpoint = ray.train.get_checkpoint()
+    sync = RecordSync(store, study, trial_id, cfg, enabled=rank == 0)
 
     def reporter(metrics: dict, last_file: Optional[Path]) -> None:
         epoch = int(metrics.get("epoch", 0))
+        sync()                               # the epoch's records reach the experiment first
         if last_file is None:
             ray.train.report(_ray_metrics(metrics))
             return
@@ -122,7 +174,10 @@ def train_worker(loop_config: dict) -> None:
         log.warning("training diverged: %s", err.reason)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        store.note_worker(study, trial_id, rank=rank, **where, ended=time.time())
+        try:
+            sync.finish()                    # the final metrics.json, a failure's record
+        finally:
+            store.note_worker(study, trial_id, rank=rank, **where, ended=time.time())
 
 
 def _fit(fit, cfg: TrainConfig, reporter, scratch: Path, resume_file: Optional[Path],
@@ -207,7 +262,7 @@ def run_trial(params: dict, *, study: Study, store: ExperimentStore, stage: str,
                                                    use_gpu=resources.use_gpu,
                                                    resources_per_worker=per_worker),
             run_config=ray.train.RunConfig(
-                name=run_name, storage_path=str(store.ray_train_dir),
+                name=run_name, storage_path=store.uri(store.ray_train_dir),
                 callbacks=[TuneReportCallback()],
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
                 failure_config=ray.train.FailureConfig(max_failures=0)))

@@ -6,7 +6,9 @@ per-epoch history). Every random draw (shuffle, augmentation, MixUp, the global 
 re-derived from (seed, rank, epoch) at each epoch start, so no generator state is saved and the
 continuation is exact (``tests/test_engine_resume_exact.py``).
 ``best.pt`` holds only the selected model's weights with the class names and the config, so it can
-be loaded for inference without the pretrained backbone file. Both are written atomically and
+be loaded for inference without the pretrained backbone file, and the decision thresholds chosen
+for that model (on the validation split under the honest protocol), so ``pu-mlc predict`` decides
+as the run's reported OF1/CF1 did instead of at an arbitrary 0.5. Both are written atomically and
 hold only tensors and plain Python values, so they are read with ``weights_only=True``: a crafted
 pickle on shared storage cannot run code when a run is resumed. Epochs are 1-based.
 """
@@ -79,7 +81,13 @@ def load_failure_reason(err: Exception) -> str:
 
 def save_best_weights(path: Path, model: torch.nn.Module, config: dict,
                       class_names: tuple[str, ...], epoch: int, which: str,
-                      score: float) -> None:
-    torch_save_atomic({"format_version": FORMAT_VERSION, "model": model.state_dict(),
-                       "class_names": list(class_names), "epoch": epoch, "which": which,
-                       "selection_score": score, "config": config}, path)
+                      score: float, thresholds: Optional[dict] = None) -> None:
+    """Write ``best.pt``. ``thresholds``: the selection's decision thresholds
+    (``Selection.thresholds``: kind, one value per class, the split they were chosen on)."""
+    payload = {"format_version": FORMAT_VERSION, "model": model.state_dict(),
+               "class_names": list(class_names), "epoch": epoch, "which": which,
+               "selection_score": score, "config": config}
+    if thresholds is not None:           # plain values only: best.pt is read weights_only
+        payload["thresholds"] = {k: ([float(x) for x in v] if k == "values" else str(v))
+                                 for k, v in thresholds.items()}
+    torch_save_atomic(payload, path)

@@ -216,7 +216,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, paths: RunPaths, data: RunData,
             if improved:
                 chosen = recipe.ema.module if selection.best_model == "ema" else model
                 save_best_weights(paths.best_checkpoint, chosen, cfg.to_dict(), data.class_names,
-                                  epoch, selection.best_model, selection.best_score)
+                                  epoch, selection.best_model, selection.best_score,
+                                  thresholds=selection.thresholds)
             save_checkpoint(paths.last_checkpoint, recipe_state=recipe.state_dict(), epoch=epoch,
                             selection=selection.state_dict(), history=history)
             last_file = paths.last_checkpoint

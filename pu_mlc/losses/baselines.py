@@ -53,6 +53,8 @@ class BCELoss(nn.Module):
     """
 
     uses_mixup_regulariser: bool = False
+    #: What this loss computes at full labels (``pu_mlc.choices.FULL_LABEL_EQUIVALENT``).
+    full_label_equivalent: str = "bce"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         check_logits_targets(logits, targets)
@@ -71,10 +73,13 @@ class BCELoss(nn.Module):
 class PartialBCELoss(nn.Module):
     """BCE over known entries only (+1 and -1), ``C * mean over the batch's known entries``.
 
-    The standard MLC-PL baseline: unknown entries contribute neither value nor gradient.
+    The standard MLC-PL baseline: unknown entries contribute neither value nor gradient. At full
+    labels every entry is known, the count of known entries is N x C, and the loss is exactly
+    :class:`BCELoss` (``full_label_equivalent``).
     """
 
     uses_mixup_regulariser: bool = False
+    full_label_equivalent: str = "bce"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         check_logits_targets(logits, targets)
@@ -89,9 +94,12 @@ class AssumeNegativeBCELoss(nn.Module):
     """BCE with every entry that is not a known positive taken as negative (the naive baseline).
 
     Shows what treating unknown labels as absent costs; summed over classes, averaged over images.
+    At full labels nothing is unknown, so it is exactly :class:`BCELoss`
+    (``full_label_equivalent``).
     """
 
     uses_mixup_regulariser: bool = False
+    full_label_equivalent: str = "bce"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         check_logits_targets(logits, targets)
@@ -110,6 +118,7 @@ class AsymmetricLoss(nn.Module):
     """
 
     uses_mixup_regulariser: bool = False
+    full_label_equivalent: str = "asl"
 
     def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 1.0,
                  clip: Optional[float] = 0.05, eps: float = 1e-8,

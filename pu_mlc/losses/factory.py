@@ -6,6 +6,11 @@ config itself to the named loss's builder, which reads the fields it has (``alph
 ``build_loss(name, alpha=..., gamma=...)`` is the same table for library callers, with keyword
 arguments (defaults: the config's). Whether the MixUp regulariser's second forward pass runs is
 read from the module's ``uses_mixup_regulariser`` attribute (True only for ``'pu'``).
+
+What a loss equals at full labels is a property of its class (``full_label_equivalent``: partial
+BCE and assume-negative BCE are BCE when no entry is unknown). The search reads the same fact
+from ``pu_mlc.choices.FULL_LABEL_EQUIVALENT`` without importing torch; this module refuses to
+import when the two disagree, as it does when ``LOSS_NAMES`` and the builders disagree.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, Callable, Dict
 
 from torch import nn
 
+from ..choices import FULL_LABEL_EQUIVALENT
 from ..choices import LOSS_NAMES as _CHOICES
 from .baselines import AssumeNegativeBCELoss, AsymmetricLoss, BCELoss, PartialBCELoss
 from .pu import PULoss
@@ -29,11 +35,28 @@ _BUILDERS: Dict[str, Callable[[Any], nn.Module]] = {
                                     clip=c.asl_clip),
 }
 
+#: The class each builder returns: where a loss states what it equals at full labels.
+LOSS_CLASSES: Dict[str, type] = {
+    "pu": PULoss, "bce": BCELoss, "partial_bce": PartialBCELoss,
+    "assume_negative_bce": AssumeNegativeBCELoss, "asl": AsymmetricLoss,
+}
+
 #: Loss names accepted by :func:`build_loss` (and by the ``loss`` field of ``TrainConfig``).
 LOSS_NAMES = _CHOICES
-if tuple(_BUILDERS) != LOSS_NAMES:
+if tuple(_BUILDERS) != LOSS_NAMES or tuple(LOSS_CLASSES) != LOSS_NAMES:
     raise ImportError(f"pu_mlc.choices.LOSS_NAMES {LOSS_NAMES} != the losses built here "
                       f"{tuple(_BUILDERS)}: list a new loss in both")
+
+
+def full_label_equivalents(classes: Dict[str, type]) -> Dict[str, str]:
+    """Per loss name, what its class says it equals at full labels."""
+    return {name: cls.full_label_equivalent for name, cls in classes.items()}
+
+
+if full_label_equivalents(LOSS_CLASSES) != FULL_LABEL_EQUIVALENT:
+    raise ImportError(f"pu_mlc.choices.FULL_LABEL_EQUIVALENT {FULL_LABEL_EQUIVALENT} != what "
+                      f"the loss classes state {full_label_equivalents(LOSS_CLASSES)}: a loss's "
+                      f"full-label equivalent is written in both; make them agree")
 
 
 def loss_from_config(cfg: Any) -> nn.Module:

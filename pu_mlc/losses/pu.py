@@ -61,6 +61,8 @@ class PULoss(nn.Module):
     """
 
     uses_mixup_regulariser: bool = True
+    #: At full labels the PU loss is still itself: it never reads known negatives.
+    full_label_equivalent: str = "pu"
 
     def __init__(self, alpha: float = 1.0, gamma: float = 0.55,
                  zero_std_temperature: float = 1.0) -> None:
