@@ -23,6 +23,11 @@ class OutputDirError(PUMLCError):
     """The output directory holds earlier results that a run would overwrite."""
 
 
+class DiskFullError(PUMLCError):
+    """A file could not be written because its disk is full; the earlier file of that name (a
+    checkpoint, metrics.json) is untouched, since every write goes to a temporary file first."""
+
+
 class TrainingDiverged(PUMLCError):
     """Training stopped because the loss or the gradients diverged (see ``pu_mlc.engine.step``).
 

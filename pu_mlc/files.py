@@ -8,13 +8,15 @@ CPU per process). ``pu_mlc.engine.outputs`` adds the run-directory layout and ch
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import OutputDirError
+from .errors import DiskFullError, OutputDirError
 
 
 def check_writable_dir(path: Path, what: str) -> None:
@@ -68,7 +70,16 @@ def write_text_atomic(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+#: Free bytes below which a failed write is put down to a full disk: torch reports a short
+#: write as ``RuntimeError('... file write failed')``, without the errno.
+FULL_DISK_BYTES = 1 << 20
+
+
 def atomic_write(path: Path, write) -> None:
+    """Write ``path`` through a temporary file beside it, then rename: a kill or a full disk
+    leaves the earlier ``path`` as it was. A full disk is raised as :class:`DiskFullError`
+    naming the file, the bytes written and the fix, instead of torch's bare 'file write failed'.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -77,9 +88,37 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = _disk_full(err, path.parent)
+        written = _size(tmp)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            kept = "the earlier one is kept as it was" if path.exists() else "none was there"
+            raise DiskFullError(
+                f"writing {path} failed: the disk holding {path.parent} is full "
+                f"({written:,} bytes written before it filled; {kept}); free space there or "
+                f"write elsewhere (--output-dir; a search's storage_path or "
+                f"$PU_MLC_STAGING_DIR)") from err
         raise
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether ``err`` (raised while writing into ``folder``) came from a full disk."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(err, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def _size(file: str) -> int:
+    try:
+        return os.path.getsize(file)
+    except OSError:
+        return 0
 
 
 def read_json(path: Path) -> Optional[dict]:

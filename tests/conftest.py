@@ -13,10 +13,15 @@
   tests/test_e2e_report_truth.py, tests/test_e2e_tensorboard_api.py).
 The ``*_dataset`` fixtures are :class:`tests.builders.BuiltDataset` (root + expected labels).
 Fixtures are shared: copy them (``builders.copy_dataset``) before damaging anything.
+- ``module_tmp``: a folder for the runs one test module shares, removed when the module's tests
+  passed. A fitted run leaves about 400 MB of checkpoints, and pytest otherwise keeps every
+  folder of a session until it ends: 16 GB for the unit suite, more than some CI disks hold.
+  (``tmp_path_retention_policy = "failed"`` in pyproject.toml does the same for ``tmp_path``.)
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,6 +41,16 @@ def private_word_vector_cache(tmp_path_factory):
     os.environ["PU_MLC_CACHE_DIR"] = str(tmp_path_factory.mktemp("pu_mlc_cache"))
     yield
     os.environ.pop("PU_MLC_CACHE_DIR", None)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory) -> Path:
+    """A folder for one module's shared runs, removed after the module unless a test failed."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    failed_before = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

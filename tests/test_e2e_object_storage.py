@@ -109,10 +109,10 @@ def _space(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def s3_search(s3, coco_format_root, tmp_path_factory):
-    root = tmp_path_factory.mktemp("s3search")
+def s3_search(s3, coco_format_root, module_tmp):
+    root = module_tmp / "s3search"
     cwd = root / "cwd"
-    cwd.mkdir()
+    cwd.mkdir(parents=True)
     space = _space(root)
     uri = _uri(s3, "experiments")
     t0 = time.monotonic()

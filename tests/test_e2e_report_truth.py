@@ -30,11 +30,11 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def truth_report(methods_search, tmp_path_factory):
+def truth_report(methods_search, module_tmp):
     from tune.report import write_report
 
     exp, proc = methods_search
-    written = write_report(exp, tmp_path_factory.mktemp("truth") / "report")
+    written = write_report(exp, module_tmp / "truth" / "report")
     return exp, proc, written["results"], Path(written["report_md"]).read_text()
 
 

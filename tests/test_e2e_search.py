@@ -30,8 +30,9 @@ TRIALS = 2
 
 
 @pytest.fixture(scope="module")
-def demo_search(coco_format_root, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("experiments")
+def demo_search(coco_format_root, module_tmp):
+    storage = module_tmp / "experiments"
+    storage.mkdir()
     proc = run_entry(["search", "--space", "tests/spaces/pu_only.yaml",
                       *tiny_overrides(coco_format_root, storage, "e2e",
                                       storage_path=f"file://{storage}",

@@ -31,9 +31,9 @@ def leftover_temporaries(root: Path) -> list[Path]:
 
 # --- paper protocol ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def paper_run(coco_format_root, tmp_path_factory):
+def paper_run(coco_format_root, module_tmp):
     """Two epochs under the paper protocol, with a reporter recording every call."""
-    out = tmp_path_factory.mktemp("paper") / "run"
+    out = module_tmp / "paper" / "run"
     calls = []
     cfg = small_config(coco_format_root, out, train_epochs=2)
     result = fit(cfg, reporter=lambda metrics, ckpt: calls.append((metrics, ckpt)))

@@ -49,9 +49,9 @@ class Interrupt(RuntimeError):
 
 
 @pytest.fixture(scope="module")
-def straight_run(coco_format_root, tmp_path_factory):
+def straight_run(coco_format_root, module_tmp):
     """Reference: epochs 0 and 1 in one go."""
-    out = tmp_path_factory.mktemp("straight") / "run"
+    out = module_tmp / "straight" / "run"
     return out, fit(small_config(coco_format_root, out, train_epochs=2))
 
 

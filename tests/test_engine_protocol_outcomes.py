@@ -21,14 +21,14 @@ from pu_mlc.metrics import (PUBLISHED_F1_THRESHOLDS, best_threshold_f1, decode_s
 
 
 @pytest.fixture(scope="module")
-def honest(coco_format_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("outcomes") / "honest"
+def honest(coco_format_root, module_tmp):
+    out = module_tmp / "honest"
     return out, fit(small_config(coco_format_root, out, protocol="honest"))["result"]
 
 
 @pytest.fixture(scope="module")
-def paper(coco_format_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("outcomes") / "paper"
+def paper(coco_format_root, module_tmp):
+    out = module_tmp / "paper"
     return out, fit(small_config(coco_format_root, out, protocol="paper"))["result"]
 
 

@@ -86,13 +86,13 @@ def assert_same_run(out: Path, result: dict, reference: tuple[Path, dict]) -> No
 
 
 @pytest.fixture(scope="module")
-def straight_runs(coco_format_root, tmp_path_factory):
+def straight_runs(coco_format_root, module_tmp):
     """The uninterrupted 3-epoch run of each pipeline, made when first asked for."""
     runs: dict[str, tuple[Path, dict]] = {}
 
     def get(pipeline: str) -> tuple[Path, dict]:
         if pipeline not in runs:
-            out = tmp_path_factory.mktemp(f"straight-{pipeline}") / "run"
+            out = module_tmp / f"straight-{pipeline}" / "run"
             result = fit(small_config(coco_format_root, out, train_epochs=EPOCHS,
                                       **PIPELINES[pipeline]))
             runs[pipeline] = (out, result)

@@ -225,9 +225,10 @@ def test_a_pretrained_file_that_is_not_a_state_dict_is_named(coco2014_root, tmp_
 
 # --- an output dir holding an earlier run -----------------------------------------------------
 @pytest.fixture(scope="module")
-def earlier_run(coco2014_root, tmp_path_factory) -> Path:
+def earlier_run(coco2014_root, module_tmp) -> Path:
     """A finished one-epoch run, made through the entry point."""
-    out = tmp_path_factory.mktemp("earlier") / "run"
+    out = module_tmp / "earlier" / "run"
+    out.parent.mkdir()
     proc = train([coco2014_root, "--dataset=COCO2014", *TINY, f"--output-dir={out}"],
                  cwd=out.parent)
     assert proc.returncode == 0, proc.stderr

@@ -29,9 +29,9 @@ from pu_mlc.models import build_model
 
 
 @pytest.fixture(scope="module")
-def honest_run(coco_format_root, tmp_path_factory):
+def honest_run(coco_format_root, module_tmp):
     """One epoch under the honest protocol: metrics.json records test_mAP and the val score."""
-    out = tmp_path_factory.mktemp("inference") / "run"
+    out = module_tmp / "inference" / "run"
     result = fit(small_config(coco_format_root, out, protocol="honest"))
     assert result["status"] == "finished" and result["result"]["test_mAP"] is not None
     return out, json.loads((out / "metrics.json").read_text())

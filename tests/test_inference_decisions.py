@@ -22,8 +22,8 @@ from pu_mlc.inference_cli import run_evaluate, run_predict
 
 
 @pytest.fixture(scope="module")
-def honest_run(coco_format_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("decisions") / "run"
+def honest_run(coco_format_root, module_tmp):
+    out = module_tmp / "decisions" / "run"
     fit(small_config(coco_format_root, out, protocol="honest"))
     return out, json.loads((out / "metrics.json").read_text())["result"]
 

@@ -298,9 +298,9 @@ def test_a_diverged_trial_is_never_selected(tmp_path):
 
 # ------------------------------------------------------- the real finished search (e2e)
 @pytest.fixture(scope="module")
-def methods_report(methods_search, tmp_path_factory):
+def methods_report(methods_search, module_tmp):
     exp, _ = methods_search
-    out = tmp_path_factory.mktemp("methods_report") / "report"
+    out = module_tmp / "methods_report" / "report"
     return exp, write_report(exp, out)
 
 
