@@ -236,6 +236,21 @@ def labels_from_coco_json(coco: dict) -> ExpectedSplit:
 
 
 # --- broken variants ----------------------------------------------------------------------------
+def annotated(root: Path, split: str = "test") -> tuple[list[str], np.ndarray]:
+    """(file names, positives (N, C) bool) of a COCO-format split, read back with pycocotools
+    (json image order, categories sorted by id): what a test recomputes a score from."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(root / "annotations" / f"instances_{split}.json"))
+    cats = sorted(coco.getCatIds())
+    images = coco.dataset["images"]
+    positives = np.zeros((len(images), len(cats)), bool)
+    for i, image in enumerate(images):
+        for a in coco.loadAnns(coco.getAnnIds(imgIds=image["id"])):
+            positives[i, cats.index(a["category_id"])] = True
+    return [im["file_name"] for im in images], positives
+
+
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj))

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from pycocotools.coco import COCO
 
+from builders import annotated
 from conftest import METHODS, REPEATS, STUDIES, TASKS
 from pu_mlc.metrics import decode_scores, f1_scores
 
@@ -36,18 +36,6 @@ def truth_report(methods_search, module_tmp):
     exp, proc = methods_search
     written = write_report(exp, module_tmp / "truth" / "report")
     return exp, proc, written["results"], Path(written["report_md"]).read_text()
-
-
-def annotated(root: Path) -> tuple[list[str], np.ndarray]:
-    """The test split's files and positives, read with pycocotools (categories by id)."""
-    coco = COCO(str(root / "annotations" / "instances_test.json"))
-    cats = sorted(coco.getCatIds())
-    images = coco.dataset["images"]
-    positives = np.zeros((len(images), len(cats)), bool)
-    for i, image in enumerate(images):
-        for a in coco.loadAnns(coco.getAnnIds(imgIds=image["id"])):
-            positives[i, cats.index(a["category_id"])] = True
-    return [im["file_name"] for im in images], positives
 
 
 def trials_of(exp: Path, study: str) -> dict[str, dict]:

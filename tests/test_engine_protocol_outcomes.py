@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
 
+from builders import annotated
 from engine_helpers import one_torch_thread, small_config  # noqa: F401 (autouse fixture)
 from pu_mlc.engine import fit
 from pu_mlc.inference import evaluate_split, load_run
@@ -30,19 +30,6 @@ def honest(coco_format_root, module_tmp):
 def paper(coco_format_root, module_tmp):
     out = module_tmp / "paper"
     return out, fit(small_config(coco_format_root, out, protocol="paper"))["result"]
-
-
-def annotated(root, split="test"):
-    """(file names, positives (N, C) bool) of a COCO-format split, read with pycocotools:
-    json image order, categories sorted by id."""
-    coco = COCO(str(root / "annotations" / f"instances_{split}.json"))
-    cats = sorted(coco.getCatIds())
-    images = coco.dataset["images"]
-    positives = np.zeros((len(images), len(cats)), bool)
-    for i, image in enumerate(images):
-        for a in coco.loadAnns(coco.getAnnIds(imgIds=image["id"])):
-            positives[i, cats.index(a["category_id"])] = True
-    return [im["file_name"] for im in images], positives
 
 
 def test_the_chance_map_and_the_all_positive_f1_come_from_the_test_annotations(

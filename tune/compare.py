@@ -53,14 +53,14 @@ def search_noise(records: StudyRecords, top: int = TOP_TRIALS) -> dict[str, Any]
 
 
 def method_result(records: StudyRecords, expected_repeats: int,
-                  study: Optional[Study] = None, store: Optional[Any] = None) -> dict:
+                  study: Optional[Study] = None) -> dict:
     """A method's result at a task: its selected trial (score, weights, epoch, OF1/CF1 at its
     threshold), and the test mAP and OF1/CF1 of the selected config (mean and sd over the
     finished repeats; without repeats the selected trial's own)."""
     best = records.selected
     repeats = dict(sorted(records.finished_repeats().items()))
     values = {r: t.test_map for r, t in repeats.items()}
-    chosen = trial_outcome(best, store) if best else {}
+    chosen = trial_outcome(best) if best else {}
     result: dict[str, Any] = {
         "study": records.name, "methods": list(study.methods) if study else None,
         "selected_trial": best.trial_id if best else None,
@@ -79,7 +79,7 @@ def method_result(records: StudyRecords, expected_repeats: int,
         "search_noise": search_noise(records)}
     if expected_repeats:
         stats = mean_sd(list(values.values()))
-        outcomes = {r: trial_outcome(t, store) for r, t in repeats.items()}
+        outcomes = {r: trial_outcome(t) for r, t in repeats.items()}
         result.update(test_mAP_mean=stats["mean"], test_mAP_sd=stats["sd"], n=stats["n"],
                       repeat_f1={str(r): {"OF1": o["OF1"], "CF1": o["CF1"]}
                                  for r, o in outcomes.items()})
@@ -97,15 +97,13 @@ def method_result(records: StudyRecords, expected_repeats: int,
     return result
 
 
-def compare_methods(spec: SearchSpec, studies: dict[str, StudyRecords],
-                    store: Optional[Any] = None) -> dict[str, dict]:
+def compare_methods(spec: SearchSpec, studies: dict[str, StudyRecords]) -> dict[str, dict]:
     """Per task: each method's result, the paired differences (reference minus baseline), the
     task's chance mAP and the methods that share a study (and why).
 
     ``studies`` maps a study name to its records (:func:`tune.store.read_experiment`); a study
     with no selectable trial has no result yet, and every study whose search has not finished
-    is listed under ``unfinished``. ``store`` (the experiment's) reads the trials' result
-    blocks wherever the experiment lives; without it, from local folders.
+    is listed under ``unfinished``.
     """
     ref = reference_method(spec)
     tasks: dict[str, dict] = {}
@@ -122,7 +120,7 @@ def compare_methods(spec: SearchSpec, studies: dict[str, StudyRecords],
             entry["unfinished"].append(study.name)
         if records is None or records.selected is None:
             continue
-        result = method_result(records, spec.repeats, study, store)
+        result = method_result(records, spec.repeats, study)
         entry["methods"][study.method] = result
         for alias in study.aliases:
             entry["methods"][alias] = {**result, "same_study_as": study.method}

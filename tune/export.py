@@ -190,8 +190,8 @@ def command_script(trial: TrialRecord, command: str, threads: Optional[int]) -> 
              "under ./runs/train/.",
              "set -euo pipefail"]
     if threads is not None:
-        lines += [f"# the trial's thread count: another one changes the order of "
-                  f"floating-point sums (the mAP's last digits)",
+        lines += ["# the trial's thread count: another one changes the order of "
+                  "floating-point sums (the mAP's last digits)",
                   f"export OMP_NUM_THREADS={shlex.quote(str(threads))}"]
     return "\n".join(lines + [command]) + "\n"
 

@@ -6,15 +6,14 @@ Why a separate reader: the store's :class:`~tune.store.TrialRecord` holds what s
 summary need (scores, weights, epoch); these numbers are for reading the scores (is 25 mAP more
 than chance? does the model decide anything?). They are written by the engine
 (``pu_mlc.engine.protocols``, the ``result`` block) and read here without torch, so a report
-never re-reads images or reloads a model. A trial written before they existed gives None for
-each.
+never re-reads images or reloads a model. The store reads the block with the rest of the trial's
+record (``TrialRecord.result``), wherever the experiment lives; a trial written before these
+numbers existed gives None for each.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any, Optional
 
 from .store import TrialRecord
@@ -22,12 +21,11 @@ from .store import TrialRecord
 F1_KEYS = ("OF1", "CF1", "OP", "OR", "CP", "CR")
 
 
-def trial_outcome(trial: TrialRecord, store: Optional[Any] = None) -> dict[str, Any]:
+def trial_outcome(trial: TrialRecord) -> dict[str, Any]:
     """``{chance_mAP, all_positive_f1, OF1, CF1, OP, OR, CP, CR, threshold,
-    threshold_chosen_on, f1_how, validation}`` of a trial's selected model (None where its files do not say). ``store``:
-    the experiment's :class:`~tune.store.ExperimentStore`, needed to read a trial in an object
-    store when the record does not carry its ``result`` block."""
-    result = result_block(trial, store)
+    threshold_chosen_on, f1_how, validation}`` of a trial's selected model (None where its
+    ``metrics.json`` does not say)."""
+    result = trial.result
     f1 = result.get("test_f1") if isinstance(result.get("test_f1"), dict) else {}
     thresholds = result.get("thresholds") if isinstance(result.get("thresholds"), dict) else {}
     values = thresholds.get("values") or []
@@ -43,24 +41,6 @@ def trial_outcome(trial: TrialRecord, store: Optional[Any] = None) -> dict[str, 
         validation=result.get("validation") if isinstance(result.get("validation"), dict)
         else None)
     return out
-
-
-def result_block(trial: TrialRecord, store: Optional[Any] = None) -> dict[str, Any]:
-    """The ``result`` block of a trial's ``metrics.json``: the record's own copy when the store
-    keeps one (``TrialRecord.result``), else read through ``store`` (any location it serves),
-    else from the trial's local folder; {} when absent."""
-    kept = getattr(trial, "result", None)
-    if isinstance(kept, dict):
-        return kept
-    if store is not None:
-        metrics = store.read_json(trial.path / "metrics.json")
-    else:
-        try:
-            metrics = json.loads(Path(trial.path / "metrics.json").read_text())
-        except (OSError, TypeError, ValueError):
-            return {}
-    result = metrics.get("result") if isinstance(metrics, dict) else None
-    return result if isinstance(result, dict) else {}
 
 
 def _number(value: Any) -> Optional[float]:

@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 from .outcomes import trial_outcome
 from .published import dataset_note, read_published
-from .report_figures import MIN_IMPORTANCE_TRIALS, importances, make_figures
+from .report_figures import importances, make_figures
 from .space import Study
 from .stats import CONFIDENCE, METHOD as CI_METHOD, t_quantile
 from .store import (ExperimentStore, StudyRecords, TrialRecord, dashboard_command,
@@ -157,7 +157,7 @@ def _protocol(studies: list[StudyView], spec, store=None) -> dict:
             values = {spec.study(s.name).base.protocol}
         found[s.name] = sorted(values)
         best = s.selected
-        validation = trial_outcome(best, store)["validation"] if best is not None else None
+        validation = trial_outcome(best)["validation"] if best is not None else None
         if validation and validation.get("source"):
             sources.add(validation["source"])
             texts[validation["source"]] = str(validation.get("text") or validation["source"])
@@ -279,7 +279,7 @@ def build_results(experiment_dir: str | Path) -> tuple[dict, dict]:
     records = read_experiment(store, spec)
     studies = [StudyView(records[s.name], s) for s in spec.studies]
     by_name = {s.name: s for s in studies}
-    tasks = compare_methods(spec, records, store)
+    tasks = compare_methods(spec, records)
     ref = reference_method(spec)
     methods = list(dict.fromkeys(m for s in spec.studies for m in s.methods))
     order = sorted(spec.tasks, key=lambda t: t.base.prob)     # stable: spec order on ties
@@ -339,7 +339,7 @@ def build_results(experiment_dir: str | Path) -> tuple[dict, dict]:
             trial = study.selected
             if trial is None:
                 continue
-            outcome = trial_outcome(trial, store)
+            outcome = trial_outcome(trial)
             selected.append({
                 "task": col["task"], "prob": col["prob"], "method": study.method,
                 "methods": list(study.methods), "study": study.name,
@@ -529,7 +529,7 @@ def _per_task_lines(results: dict) -> list[str]:
     where = "the test set (paper protocol: optimistic)" if protocol == "paper" else \
         "its validation split"
     lines = ["## Per task", "",
-             f"Each row is one study. Test mAP, OF1 and CF1 are "
+             "Each row is one study. Test mAP, OF1 and CF1 are "
              + ("means ± sd over the repeats" if repeats else "the selected trial's")
              + f"; OF1/CF1 count the decisions `score >= threshold` at one global threshold "
                f"each run chose on {where} (the threshold with the best OF1 among the "

@@ -144,7 +144,7 @@ def run_search(spec: SearchSpec, resume: bool = False) -> dict:
         runner.run()
     finally:
         legs = clock.stop()
-    summary = build_summary(spec, read_experiment(store, spec), legs, slots, store=store,
+    summary = build_summary(spec, read_experiment(store, spec), legs, slots,
                             size_bytes=store.size_on_disk(), stages=runner.records,
                             slot_resource=TRIAL_SLOT in available)
     store.write_json(store.summary_file, summary)
@@ -265,7 +265,7 @@ class StudyRunner:
 def build_summary(spec: SearchSpec, studies: dict[str, StudyRecords], legs: list[dict],
                   slots: int, size_bytes: Optional[int] = None,
                   stages: Optional[dict[tuple[str, str], dict]] = None,
-                  slot_resource: bool = True, store: Optional[ExperimentStore] = None) -> dict:
+                  slot_resource: bool = True) -> dict:
     """``summary.json``: per task each method's result and the paired differences; per study
     its trials (the store's records) and counts; totals, wall time over all legs, how busy the
     trial slots were, and the experiment's size on disk."""
@@ -314,7 +314,7 @@ def build_summary(spec: SearchSpec, studies: dict[str, StudyRecords], legs: list
             "busy_utilisation": (busy / (slots * wall)) if slots and wall else None,
             "size_on_disk_bytes": size_bytes,
             "reference_method": reference_method(spec), "repeats": spec.repeats,
-            "tasks": compare_methods(spec, studies, store=store), "studies": out_studies}
+            "tasks": compare_methods(spec, studies), "studies": out_studies}
 
 
 class LegClock:

@@ -311,8 +311,6 @@ def lost_nodes(store: ExperimentStore, study: str, trial_id: str,
     of a machine, not its own fault). Ray marks a node dead after its health checks fail (about
     15 s), usually before it reports the actors on it as dead; when the error already says a
     node died, wait for the cluster to agree."""
-    import time
-
     import ray
 
     workers = {w.get("node_ip") for w in store.read_trial(study, trial_id).nodes["workers"]}
