@@ -190,6 +190,12 @@ def test_a_run_that_fails_otherwise_is_recorded_as_failed(coco_format_root, tmp_
     assert metrics(out)["status"] == "failed"
     assert metrics(out)["failure"] == {"reason": "RuntimeError: out of memory (second line)",
                                        "epoch": 1, "step": None}
+    # a launcher that may run it again (a search's trial) gets a provisional word, same reason
+    again = tmp_path / "attempt"
+    with pytest.raises(RuntimeError):
+        fit(small_config(coco_format_root, again), failure_is_final=False)
+    assert metrics(again)["status"] == "attempt_failed"
+    assert metrics(again)["failure"] == metrics(out)["failure"]
 
 
 # --- the entry point ---------------------------------------------------------------------------

@@ -40,7 +40,8 @@ def _trial(store: ExperimentStore, study: str, trial_id: str, *, stage="search",
 
 def test_the_engine_and_search_statuses_map_to_one_vocabulary():
     assert trial_status(None) == NOT_STARTED
-    for engine_word in ("running", "interrupted", "stopped", None):
+    # attempt_failed: a search trial's attempt raised; its driver alone says whether it ended
+    for engine_word in ("running", "interrupted", "stopped", "attempt_failed", None):
         assert trial_status({"status": engine_word}) == UNFINISHED
     for ended in (FINISHED, STOPPED, DIVERGED, "failed"):
         assert trial_status({"status": ended}) == ended
@@ -85,6 +86,29 @@ def test_a_settled_status_never_replaces_one_the_engine_wrote(tmp_path):
     _trial(store, "t.m", "b", status=FINISHED)
     assert not store.settle_trial("t.m", "b", STOPPED, "asha", overwrite=("running",))
     assert store.read_trial("t.m", "b").status == FINISHED
+
+
+def test_an_attempt_that_raised_is_failed_only_when_its_driver_settles_it(tmp_path):
+    """A worker that raised (its own error, or Ray's as the search is killed) leaves the trial
+    unfinished, as Optuna and Tune see it; the trial's driver, once the retries are spent,
+    settles it failed and the engine's exact reason stays."""
+    from tune.study import settle_trial
+
+    store = ExperimentStore(tmp_path)
+    _trial(store, "t.m", "a", status="attempt_failed")
+    path = store.trial_dir("t.m", "a") / "metrics.json"
+    engine_failure = {"reason": "RuntimeError: CUDA out of memory", "epoch": 2, "step": 7}
+    store.write_json(path, {**store.read_json(path), "failure": engine_failure})
+    assert store.read_trial("t.m", "a").status == UNFINISHED
+    settle_trial(store, "t.m", "a", RuntimeError("ray.exceptions.RayTaskError(RuntimeError)"),
+                 2, 30.0)
+    t = store.read_trial("t.m", "a")
+    assert (t.status, t.reason) == ("failed", "RuntimeError: CUDA out of memory")
+    assert store.read_json(path)["failure"] == engine_failure
+    # a trial the engine never recorded a failure for gets Ray's reason
+    _trial(store, "t.m", "b", status="running")
+    settle_trial(store, "t.m", "b", RuntimeError("the node died"), 1, None)
+    assert store.read_trial("t.m", "b").reason == "RuntimeError: the node died"
 
 
 def test_weights_stay_for_the_top_trials_and_repeats_only_when_asked(tmp_path):

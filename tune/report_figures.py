@@ -232,7 +232,7 @@ def draw_map_vs_proportion(path: Path, results: dict) -> dict:
     ax.set_ylabel("test mAP (%)")
     ax.grid(True, alpha=0.3)
     if results["repeats"]:
-        spread = f"mean over repeats, error bars ± 1 sd where n ≥ 2"
+        spread = "mean over repeats, error bars ± 1 sd where n ≥ 2"
     else:
         spread = "the selected trial of each study: no repeats, no error bars, ranking unsupported"
     joined = any(l.get_gid() and l.get_gid().startswith("segment:") for l in ax.get_lines())

@@ -32,8 +32,10 @@ Layout of an experiment folder::
     exports/, report/          written by ``pu-mlc export`` / ``pu-mlc report``
 
 A trial's status is one of :data:`STATUSES`. The engine writes ``metrics.json`` with its own
-view (``running``, ``finished``, ``diverged``, ``failed``, ``interrupted``, ``stopped``); the
-search adds what only it knows (``stopped_by_scheduler``, a failure Ray reported) with
+view (``running``, ``finished``, ``diverged``, ``failed``, ``interrupted``, ``stopped``, and in a
+search ``attempt_failed``: the attempt raised, which is not yet the trial's end, since the trial's
+driver may retry it, continue it after a lost node, or be killed with its search); the search
+adds what only it knows (``stopped_by_scheduler``, a failure after the retries) with
 :meth:`ExperimentStore.settle_trial`; :func:`trial_status` maps both to the one vocabulary.
 """
 
@@ -75,7 +77,9 @@ STATUSES = (FINISHED, STOPPED, DIVERGED, FAILED, UNFINISHED, NOT_STARTED)
 #: A trial with one of these statuses will not train again: its resume state can go.
 ENDED = (FINISHED, STOPPED, DIVERGED, FAILED)
 #: The engine's own words (``metrics.json``) that mean "not ended yet".
-_ENGINE_UNFINISHED = ("running", "interrupted", "stopped")
+_ENGINE_UNFINISHED = ("running", "interrupted", "stopped", "attempt_failed")
+#: The engine's words a search may replace with how the trial ended (None: no file or status).
+SETTLEABLE = (*_ENGINE_UNFINISHED, None)
 
 
 def trial_status(metrics: Optional[dict]) -> str:
@@ -422,7 +426,9 @@ class ExperimentStore:
         """Record how a trial ended in its ``metrics.json`` when the engine could not (a
         scheduler stop, an error Ray reported): only when the current status is one of
         ``overwrite`` (None: no file or no status yet), so a status the engine wrote itself
-        (finished, failed, diverged) is kept. Returns whether the file changed."""
+        (finished, failed, diverged) is kept. Returns whether the file changed. The engine's
+        own account of an ``attempt_failed`` (its exception, epoch and step) is kept as the
+        reason: it is more exact than Ray's wrapper of the same error."""
         path = self.trial_dir(study, trial_id) / "metrics.json"
         metrics = self.read_json(path)
         current = (metrics or {}).get("status")
@@ -430,7 +436,10 @@ class ExperimentStore:
             return False
         payload = dict(metrics or {"history": []})
         payload["status"] = status
-        payload["failure"] = {"reason": reason, "epoch": epoch, "step": None}
+        engine_failure = payload.get("failure")
+        if not (current == "attempt_failed" and isinstance(engine_failure, dict)
+                and engine_failure.get("reason")):
+            payload["failure"] = {"reason": reason, "epoch": epoch, "step": None}
         self.write_json(path, payload)
         return True
 

@@ -30,8 +30,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from .cluster import TRIAL_SLOT
 from .space import SearchSpec, Study
-from .store import (ENDED, FAILED, JOURNAL_SCHEME, REPEAT_KEY, STOPPED, ExperimentStore,
-                    trial_status)
+from .store import (ENDED, FAILED, JOURNAL_SCHEME, REPEAT_KEY, SETTLEABLE, STOPPED,
+                    ExperimentStore, trial_status)
 from .trial import WORST_SCORE, first_line, run_trial
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def settle_trial(store: ExperimentStore, study: str, trial_id: str,
                  seconds: Optional[float]) -> None:
     if error is not None:
         store.settle_trial(study, trial_id, FAILED, first_line(error), epoch=last_epoch,
-                           overwrite=("running", "stopped", "interrupted", None))
+                           overwrite=SETTLEABLE)
     else:
         store.settle_trial(study, trial_id, STOPPED,
                            "stopped early by the scheduler (ASHA)"
@@ -368,17 +368,26 @@ def cluster_usage() -> dict[str, Any]:
                      "cpus": (n.get("Resources") or {}).get("CPU", 0.0),
                      "gpus": (n.get("Resources") or {}).get("GPU", 0.0)} for n in ray.nodes()]
     out["study_driver_ip"] = ray.util.get_node_ip_address()
-    rss, count = 0, 0
+    rss, count, by_title = 0, 0, {}
     for proc in _this_nodes_workers(psutil):
         try:
             cmd = proc.cmdline()
             if cmd and cmd[0].startswith("ray::"):
-                rss += proc.memory_info().rss
+                size = proc.memory_info().rss
+                rss += size
                 count += 1
+                # "ray::RayTrainWorker.run" -> "RayTrainWorker"; "ray::IDLE"; a task's name
+                title = cmd[0].split()[0][len("ray::"):].split(".")[0] or "?"
+                entry = by_title.setdefault(title, [0, 0.0])
+                entry[0] += 1
+                entry[1] += size / 2 ** 20
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     out["ray_worker_processes"] = count
     out["ray_worker_rss_mib"] = round(rss / 2 ** 20, 1)
+    # {title: [processes, MiB]}: which kind of process holds the memory (a trial's actors,
+    # study drivers, idle pooled workers), and processes outliving their actors
+    out["ray_workers_by_title"] = {t: [n, round(mib, 1)] for t, (n, mib) in by_title.items()}
     return out
 
 

@@ -39,7 +39,8 @@ import pu_mlc.errors
 from pu_mlc.config import TrainConfig
 
 from .space import Resources, Study
-from .store import CHECKPOINT_PREFIX, DIVERGED, FINISHED, REPEAT_KEY, ExperimentStore
+from .store import (CHECKPOINT_PREFIX, DIVERGED, FAILED, FINISHED, REPEAT_KEY, SETTLEABLE,
+                    ExperimentStore)
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,10 @@ def _fit(fit, cfg: TrainConfig, reporter, scratch: Path, resume_file: Optional[P
 
     fit(cfg, reporter=reporter, device=ray.train.torch.get_device(),
         resume_checkpoint=resume_file, checkpoint_dir=scratch,
-        hparams=loop_config.get("hparams"))
+        hparams=loop_config.get("hparams"),
+        # the trial's driver retries, continues after a lost node, or is being killed with its
+        # search (Ray's errors here): it alone says when the trial has failed (settle_trial)
+        failure_is_final=False)
 
 
 def _scratch_dir(run_name: str, rank: int) -> Path:
@@ -288,8 +292,8 @@ def run_trial(params: dict, *, study: Study, store: ExperimentStore, stage: str,
                 log.warning("trial %s failed (%s); retry %d of %d from its last checkpoint",
                             trial_id, first_line(err), faults, resources.max_failures)
                 continue
-            store.settle_trial(study.name, trial_id, "failed", first_line(err),
-                               overwrite=("running", "stopped", "interrupted", None))
+            store.settle_trial(study.name, trial_id, FAILED, first_line(err),
+                               overwrite=SETTLEABLE)
             store.release_checkpoints(study.name, trial_id)
             raise
     store.release_checkpoints(study.name, trial_id)          # ended: never resumed

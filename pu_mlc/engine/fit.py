@@ -20,7 +20,10 @@ everything else it needs is in ``last.pt``. Divergence is caught from the first 
 raised as :class:`~pu_mlc.errors.TrainingDiverged`. ``metrics.json`` always ends with the run's
 state: ``running`` while it trains, then ``finished``, ``stopped`` (nothing left to train),
 ``diverged``, ``failed`` (any other exception) or ``interrupted`` (KeyboardInterrupt), the last
-three with a ``failure`` {reason, epoch, step}.
+three with a ``failure`` {reason, epoch, step}. A launcher that may run the training again after
+an exception (the search retries a trial, continues it after a lost node, or is itself being
+killed, which its workers see as errors from Ray) passes ``failure_is_final=False``: an exception
+is then ``attempt_failed``, and the launcher, which alone knows, records whether the run ended.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ DEFAULT_RUNS_DIR = Path("runs") / "train"
 
 def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
         device: Optional[torch.device] = None, resume_checkpoint: Optional[Path] = None,
-        checkpoint_dir: Optional[Path] = None, hparams: Optional[dict] = None) -> dict:
+        checkpoint_dir: Optional[Path] = None, hparams: Optional[dict] = None,
+        failure_is_final: bool = True) -> dict:
     """Train one configuration; return the final result (also written to ``metrics.json``).
 
     ``resume_checkpoint`` and ``checkpoint_dir`` are given by launchers that keep the resume
@@ -80,7 +84,8 @@ def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
     to hand to Ray, instead of ``OUTPUT_DIR/checkpoints/last.pt``; ``cfg.resume`` resumes from
     the latter. ``hparams`` (given by a search) are the values of this run in the TensorBoard
     HParams tab, whose experiment-wide definition the search writes; without them the run
-    defines its own from its whole config.
+    defines its own from its whole config. ``failure_is_final=False``: an exception is recorded
+    as ``attempt_failed`` rather than ``failed`` (see the module docstring).
     """
     if not cfg.data:
         raise ConfigError("data (DATA_ROOT) is empty: give the dataset root directory")
@@ -109,7 +114,7 @@ def fit(cfg: TrainConfig, *, reporter: Optional[Reporter] = None,
             write_text_atomic(paths.config, cfg.to_yaml())
             log_handler = _attach_log_file(paths.log_file)
         ctx.barrier()
-        run = _RunState(paths, cfg)
+        run = _RunState(paths, cfg, failure_is_final)
         try:
             return _train(cfg, ctx, paths, data, model, precision, timing, run, reporter=reporter,
                           resume_checkpoint=resume_checkpoint, resume_state=resume_state,
@@ -465,8 +470,9 @@ class _RunState:
     """What ``fit`` needs to record a run that raised: its ``metrics.json`` payload (once the
     training objects exist), the epoch in progress and the TensorBoard writer to close."""
 
-    def __init__(self, paths: RunPaths, cfg: TrainConfig) -> None:
+    def __init__(self, paths: RunPaths, cfg: TrainConfig, failure_is_final: bool = True) -> None:
         self.paths, self.cfg = paths, cfg
+        self.failure_is_final = failure_is_final
         self.payload: Optional[Callable[[str], dict]] = None
         self.epoch: Optional[int] = None
         self.writer: Optional[RunWriter] = None
@@ -476,7 +482,7 @@ class _RunState:
         (never masking ``err``: a failure to record is only logged)."""
         if self.writer is not None:
             self.writer.close()
-        status, failure = failure_of(err, self.epoch)
+        status, failure = failure_of(err, self.epoch, final=self.failure_is_final)
         try:
             if self.payload is not None:
                 payload = self.payload(status)
@@ -493,14 +499,19 @@ class _RunState:
                                               "run %s: %s", (status, failure["reason"]), None))
 
 
-def failure_of(err: BaseException, epoch: Optional[int]) -> tuple[str, dict[str, Any]]:
-    """``metrics.json``'s status and ``failure`` {reason, epoch, step} for an exception."""
+def failure_of(err: BaseException, epoch: Optional[int],
+               final: bool = True) -> tuple[str, dict[str, Any]]:
+    """``metrics.json``'s status and ``failure`` {reason, epoch, step} for an exception
+    (``final=False``: an error is ``attempt_failed``, its launcher may run it again)."""
     if isinstance(err, TrainingDiverged):
         return "diverged", {"reason": err.reason, "epoch": err.epoch, "step": err.step,
                             "message": str(err)}
     text = " ".join(str(err).split())
     reason = f"{type(err).__name__}: {text}" if text else type(err).__name__
-    status = "failed" if isinstance(err, Exception) else "interrupted"
+    if not isinstance(err, Exception):
+        status = "interrupted"
+    else:
+        status = "failed" if final else "attempt_failed"
     return status, {"reason": reason, "epoch": epoch, "step": None}
 
 
