@@ -235,7 +235,6 @@ def labels_from_coco_json(coco: dict) -> ExpectedSplit:
                          tuple(names[c] for c in cat_ids))
 
 
-# --- broken variants ----------------------------------------------------------------------------
 def annotated(root: Path, split: str = "test") -> tuple[list[str], np.ndarray]:
     """(file names, positives (N, C) bool) of a COCO-format split, read back with pycocotools
     (json image order, categories sorted by id): what a test recomputes a score from."""
@@ -251,6 +250,7 @@ def annotated(root: Path, split: str = "test") -> tuple[list[str], np.ndarray]:
     return [im["file_name"] for im in images], positives
 
 
+# --- broken variants ----------------------------------------------------------------------------
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj))

@@ -146,7 +146,7 @@ def _validation_text(sources: set[str], texts: dict[str, str]) -> str:
     return "validation splits of different sources (" + "; ".join(sorted(texts.values())) + ")"
 
 
-def _protocol(studies: list[StudyView], spec, store=None) -> dict:
+def _protocol(studies: list[StudyView], spec) -> dict:
     """The protocol the studies used, in one sentence that is true for their data: whether the
     validation split is the dataset's own or held out from the training images is read from the
     selected trials' ``metrics.json``."""
@@ -399,7 +399,7 @@ def build_results(experiment_dir: str | Path) -> tuple[dict, dict]:
                                            for t in s.stage("search")),
             "importances": _importances(s)}
 
-    protocol = _protocol(studies, spec, store)
+    protocol = _protocol(studies, spec)
     results = {
         "experiment": str(experiment_dir), "name": spec.name,
         "optuna_dashboard": _dashboard(store, spec),

@@ -77,7 +77,9 @@ STATUSES = (FINISHED, STOPPED, DIVERGED, FAILED, UNFINISHED, NOT_STARTED)
 #: A trial with one of these statuses will not train again: its resume state can go.
 ENDED = (FINISHED, STOPPED, DIVERGED, FAILED)
 #: The engine's own words (``metrics.json``) that mean "not ended yet".
-_ENGINE_UNFINISHED = ("running", "interrupted", "stopped", "attempt_failed")
+#: The engine's word, in a search, for an attempt that raised (``fit(failure_is_final=False)``).
+ATTEMPT_FAILED = "attempt_failed"
+_ENGINE_UNFINISHED = ("running", "interrupted", "stopped", ATTEMPT_FAILED)
 #: The engine's words a search may replace with how the trial ended (None: no file or status).
 SETTLEABLE = (*_ENGINE_UNFINISHED, None)
 
@@ -437,7 +439,7 @@ class ExperimentStore:
         payload = dict(metrics or {"history": []})
         payload["status"] = status
         engine_failure = payload.get("failure")
-        if not (current == "attempt_failed" and isinstance(engine_failure, dict)
+        if not (current == ATTEMPT_FAILED and isinstance(engine_failure, dict)
                 and engine_failure.get("reason")):
             payload["failure"] = {"reason": reason, "epoch": epoch, "step": None}
         self.write_json(path, payload)
